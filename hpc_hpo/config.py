@@ -1,0 +1,317 @@
+"""The experiment file: TOML in, frozen dataclasses out, every field validated here.
+
+The file has three parts: ``[experiment]`` (what to run and where results go), ``[space]``
+(the parameters) and one or more ``[[phase]]`` tables (how to search, in order). Command-line
+flags override the file through :func:`apply_overrides`. The resolved config, with the seed
+filled in, is written back as TOML by :func:`to_toml` and stored in the results file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .space import Space, parse_space
+from .strategies import STRATEGIES
+from .strategies.base import check_positive_int
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+#: The experiment run when ``hpc_hpo run`` is given no file.
+DEFAULT_EXPERIMENT = Path(__file__).with_name("default_experiment.toml")
+
+EXPERIMENT_KEYS = ("name", "objective", "direction", "results", "seed", "workdir", "max_initial_failures")
+DIRECTIONS = ("minimize", "maximize")
+OBJECTIVE_PATTERN = re.compile(r"^(?P<target>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_.]*)$")
+PHASE_COMMON_KEYS = ("strategy", "name", "trials")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The ``[experiment]`` table: what to run, how to judge it, where results go."""
+
+    name: str
+    objective: str
+    direction: str = "minimize"
+    results: str = ""
+    seed: int = 0
+    workdir: str = ""
+    max_initial_failures: int = 10
+
+    @property
+    def minimize(self) -> bool:
+        return self.direction == "minimize"
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One ``[[phase]]``: a strategy, how many trials it runs, and its own options."""
+
+    index: int  # 1-based, as users count phases
+    strategy: str
+    trials: int
+    name: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.strategy
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated experiment. ``base_dir`` is where relative objective files are found."""
+
+    experiment: ExperimentConfig
+    space: Space
+    phases: tuple[PhaseConfig, ...]
+    base_dir: str = "."
+    source: str = ""
+
+    @property
+    def budget(self) -> int:
+        """Total number of trials: the sum of the phases."""
+        return sum(p.trials for p in self.phases)
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.experiment.results)
+
+    @property
+    def workdir_path(self) -> Path:
+        return Path(self.experiment.workdir)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate an experiment file; None loads the built-in default experiment."""
+    file = Path(path) if path is not None else DEFAULT_EXPERIMENT
+    where = str(path) if path is not None else "default experiment"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such experiment file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory, not an experiment file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read the experiment file ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: TOML syntax error: {exc}") from None
+    base_dir = str(file.resolve().parent)
+    return parse_config(data, base_dir=base_dir, source=str(file), default_name=file.stem)
+
+
+def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "", default_name: str = "experiment") -> Config:
+    """Validate the tables of an experiment file (already parsed from TOML)."""
+    _check_keys(data, ("experiment", "space", "phase"), "", kind="table")
+    if "experiment" not in data:
+        raise ConfigError("experiment: the [experiment] table is required (with at least 'objective')")
+    experiment = _parse_experiment(data["experiment"], default_name)
+    if "space" not in data:
+        raise ConfigError("space: the [space] table is required (one entry per parameter)")
+    space = parse_space(data["space"])
+    phases_raw = data.get("phase")
+    if phases_raw is None:
+        raise ConfigError('phase: at least one [[phase]] table is required (for example strategy = "random", trials = 20)')
+    if not isinstance(phases_raw, list) or not all(isinstance(p, Mapping) for p in phases_raw):
+        raise ConfigError("phase: must be written as [[phase]] tables (an array of tables)")
+    phases = tuple(_parse_phase(raw, i + 1, space) for i, raw in enumerate(phases_raw))
+    return Config(experiment=experiment, space=space, phases=phases, base_dir=base_dir, source=source)
+
+
+def apply_overrides(config: Config, results: str | None = None, seed: int | None = None, trials: int | None = None) -> Config:
+    """Command-line flags win over the file: ``--results``, ``--seed``, ``--trials`` (last phase)."""
+    experiment = config.experiment
+    if results is not None:
+        experiment = replace(experiment, results=results, workdir=_default_workdir(results))
+    if seed is not None:
+        experiment = replace(experiment, seed=_check_seed(seed, "--seed"))
+    phases = config.phases
+    if trials is not None:
+        last = phases[-1]
+        cls = STRATEGIES[last.strategy]
+        if not cls.sized_by_trials:
+            raise ConfigError(
+                f"--trials: the last phase uses strategy '{last.strategy}', whose size is fixed "
+                f"({last.trials} points) (got --trials {trials})"
+            )
+        phases = phases[:-1] + (replace(last, trials=check_positive_int(trials, "--trials")),)
+    return replace(config, experiment=experiment, phases=phases)
+
+
+def with_seed(config: Config) -> Config:
+    """Fill in a random seed when the file gives none, so the run can be reproduced later."""
+    if config.experiment.seed >= 0:
+        return config
+    return replace(config, experiment=replace(config.experiment, seed=secrets.randbits(31)))
+
+
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str, kind: str = "key") -> None:
+    for key in table:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+            name = f"{where}.{key}" if where else key
+            raise ConfigError(f"{name}: unknown {kind} (allowed: {', '.join(allowed)}){suggestion}")
+
+
+def _check_seed(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: must be an integer (got {value!r})")
+    if not 0 <= value < 2**63:
+        raise ConfigError(f"{where}: must be >= 0 (got {value})")
+    return value
+
+
+def _check_string(table: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where}.{key}: is required")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}.{key}: must be a non-empty string (got {value!r})")
+    return value
+
+
+def _default_workdir(results: str) -> str:
+    path = Path(results)
+    return str(path.with_name(path.stem + "-trials"))
+
+
+def _parse_experiment(table: Any, default_name: str) -> ExperimentConfig:
+    where = "experiment"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table (got {table!r})")
+    _check_keys(table, EXPERIMENT_KEYS, where)
+    name = _check_string(table, "name", where, default=default_name)
+    objective = _check_string(table, "objective", where)
+    if not OBJECTIVE_PATTERN.match(objective):
+        raise ConfigError(
+            f"{where}.objective: must be 'package.module:function' or 'path/to/file.py:function' (got {objective!r})"
+        )
+    direction = table.get("direction", "minimize")
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"{where}.direction: must be 'minimize' or 'maximize' (got {direction!r})")
+    results = _check_string(table, "results", where, default=f"{name}.h5")
+    workdir = _check_string(table, "workdir", where, default=_default_workdir(results))
+    seed = _check_seed(table["seed"], f"{where}.seed") if "seed" in table else -1
+    failures = table.get("max_initial_failures", 10)
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+        raise ConfigError(f"{where}.max_initial_failures: must be an integer >= 0 (0 turns the check off) (got {failures!r})")
+    return ExperimentConfig(name, objective, direction, results, seed, workdir, failures)
+
+
+def _parse_phase(raw: Mapping[str, Any], index: int, space: Space) -> PhaseConfig:
+    where = f"phase[{index}]"
+    strategy = raw.get("strategy")
+    if strategy is None:
+        raise ConfigError(f"{where}.strategy: is required (one of {', '.join(STRATEGIES)})")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"{where}.strategy: unknown strategy (allowed: {', '.join(STRATEGIES)}) (got {strategy!r})")
+    cls = STRATEGIES[strategy]
+    _check_keys(raw, PHASE_COMMON_KEYS + cls.options, where)
+    name = raw.get("name", "")
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.name: must be a string (got {name!r})")
+    options = cls.parse_options({k: v for k, v in raw.items() if k in cls.options}, space, where)
+    if cls.sized_by_trials:
+        if "trials" not in raw:
+            raise ConfigError(f"{where}.trials: is required for strategy '{strategy}' (the number of trials to run)")
+        trials = check_positive_int(raw["trials"], f"{where}.trials")
+    else:
+        trials = cls.fixed_size(options, space)
+        if "trials" in raw and raw["trials"] != trials:
+            raise ConfigError(
+                f"{where}.trials: strategy '{strategy}' runs exactly its {trials} points; "
+                f"leave 'trials' out (got {raw['trials']!r})"
+            )
+    return PhaseConfig(index=index, strategy=strategy, trials=trials, name=name, options=options)
+
+
+# --- writing the resolved config back as TOML -------------------------------------------
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as the tables of an experiment file (what :func:`to_toml` writes)."""
+    e = config.experiment
+    phases = []
+    for phase in config.phases:
+        table: dict[str, Any] = {"strategy": phase.strategy}
+        if phase.name:
+            table["name"] = phase.name
+        if STRATEGIES[phase.strategy].sized_by_trials:
+            table["trials"] = phase.trials
+        for key in STRATEGIES[phase.strategy].options:
+            if phase.options.get(key) is not None:
+                table[key] = phase.options[key]
+        phases.append(table)
+    return {
+        "experiment": {
+            "name": e.name,
+            "objective": e.objective,
+            "direction": e.direction,
+            "results": e.results,
+            **({"seed": e.seed} if e.seed >= 0 else {}),
+            "workdir": e.workdir,
+            "max_initial_failures": e.max_initial_failures,
+        },
+        "space": config.space.describe(),
+        "phase": phases,
+    }
+
+
+def to_toml(config: Config) -> str:
+    """The resolved config as an experiment file that loads back to the same config."""
+    data = to_dict(config)
+    lines = ["[experiment]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data["experiment"].items()]
+    lines += ["", "[space]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data["space"].items()]
+    for table in data["phase"]:
+        lines += ["", "[[phase]]"]
+        for key, value in table.items():
+            if key == "points":
+                lines.append("points = [")
+                lines += [f"  {_toml_value(p)}," for p in value]
+                lines.append("]")
+            else:
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,42 @@
+"""One exception root for everything hpc_hpo raises on purpose.
+
+Every message names where the problem is, the rule that was broken and the value
+that broke it, in one line: ``space.lr: 'low' must be < 'high' (got low=0.1, high=0.01)``.
+"""
+
+from __future__ import annotations
+
+#: Exit status of a run that ended normally.
+EXIT_OK = 0
+#: Exit status of a run that started but failed (a broken objective, an internal error).
+EXIT_FAILED = 1
+#: Exit status for bad input: command line, experiment file, results path, objective import.
+EXIT_USAGE = 2
+#: Exit status after Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+class HpoError(Exception):
+    """Root of the errors hpc_hpo raises on purpose; its message is meant for the user."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(HpoError):
+    """Bad input: an experiment file, a command-line flag or a results path that cannot work."""
+
+    exit_code = EXIT_USAGE
+
+
+class ObjectiveImportError(ConfigError):
+    """The objective named in the experiment cannot be imported or is not callable."""
+
+
+class ObjectiveBrokenError(HpoError):
+    """The first trials of a run all failed, so the objective itself looks broken."""
+
+
+class StoreError(HpoError):
+    """A results file that cannot be created, opened or read: the user must fix a path."""
+
+    exit_code = EXIT_USAGE

