@@ -1,0 +1,176 @@
+"""The master's logic without MPI: events in, instructions out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpc_hpo.config import parse_config
+from hpc_hpo.errors import EXIT_FAILED, EXIT_OK
+from hpc_hpo.protocol import Result
+from hpc_hpo.records import DONE, FAILED
+from hpc_hpo.scheduler import Dispatch, PhaseRun, Record, Scheduler, StopWorker, TrialFinished, WorkerReady
+from hpc_hpo.strategies import RandomStrategy
+
+
+def make_config(phases: list[dict], direction="minimize", max_initial_failures=10):
+    return parse_config({
+        "experiment": {"objective": "m:f", "seed": 3, "direction": direction,
+                       "max_initial_failures": max_initial_failures},
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0},
+                  "c": {"type": "categorical", "choices": ["a", "b"]}},
+        "phase": phases,
+    })
+
+
+THREE_PHASES = [
+    {"strategy": "explicit", "points": [{"x": 0.5, "c": "a"}, {"x": 0.25, "c": "b"}]},
+    {"strategy": "grid", "steps": 2},
+    {"strategy": "random", "trials": 5},
+]
+
+
+class Driver:
+    """Plays the workers: starts them, answers every Dispatch with a result."""
+
+    def __init__(self, scheduler: Scheduler, workers=(1, 2, 3)):
+        self.s = scheduler
+        self.pending: dict[int, Dispatch] = {}
+        self.records: list = []
+        self.stops: dict[int, int] = {}
+        self.now = 1000.0
+        for rank in workers:
+            self.apply(self.s.handle(WorkerReady(rank, f"host{rank % 2}"), self.now))
+
+    def apply(self, instructions):
+        for ins in instructions:
+            if isinstance(ins, Dispatch):
+                assert ins.trial.rank not in self.pending, "two tasks in flight on one worker"
+                self.pending[ins.trial.rank] = ins
+            elif isinstance(ins, Record):
+                self.records.append(ins.trial)
+            elif isinstance(ins, StopWorker):
+                self.stops[ins.rank] = ins.exit_code
+
+    def finish(self, rank, value=None, error=""):
+        ins = self.pending.pop(rank)
+        self.now += 1
+        value = ins.trial.params["x"] if value is None and not error else value
+        result = Result(ins.trial.trial_id, value, {"m": 1.0}, error, self.now - 0.5, self.now)
+        self.apply(self.s.handle(TrialFinished(rank, result), self.now))
+
+    def run_all(self, value_of=None, error_of=None):
+        while self.pending:
+            rank = min(self.pending, key=lambda r: self.pending[r].trial.trial_id)
+            trial = self.pending[rank].trial
+            error = error_of(trial) if error_of else ""
+            self.finish(rank, None if error else (value_of(trial) if value_of else None), error)
+
+
+def test_every_worker_busy_then_all_stopped_when_budget_spent():
+    config = make_config(THREE_PHASES)
+    d = Driver(Scheduler.from_config(config))
+    assert set(d.pending) == {1, 2, 3}  # every worker got a task at once
+    d.run_all()
+    assert d.s.finished
+    assert d.stops == {1: EXIT_OK, 2: EXIT_OK, 3: EXIT_OK}
+    assert len(d.records) == config.budget == 2 + 4 + 5
+    assert sorted(r.trial_id for r in d.records) == list(range(config.budget))
+    assert [r.phase for r in sorted(d.records, key=lambda r: r.trial_id)] == [1] * 2 + [2] * 4 + [3] * 5
+    assert [r.strategy for r in sorted(d.records, key=lambda r: r.trial_id)][:3] == ["explicit", "explicit", "grid"]
+    assert all(r.status == DONE and r.metrics == {"m": 1.0} for r in d.records)
+    assert d.s.progress.done == config.budget and d.s.progress.failed == 0
+
+
+def test_fewer_trials_than_workers_stops_the_spare_workers_at_once():
+    d = Driver(Scheduler.from_config(make_config([{"strategy": "random", "trials": 2}])), workers=(1, 2, 3, 4))
+    assert set(d.pending) == {1, 2} and set(d.stops) == {3, 4}
+    d.run_all()
+    assert d.s.finished and len(d.records) == 2
+
+
+def test_records_carry_host_times_and_submit_time():
+    d = Driver(Scheduler.from_config(make_config([{"strategy": "random", "trials": 1}])), workers=(5,))
+    d.finish(5)
+    (record,) = d.records
+    assert record.rank == 5 and record.host == "host1"
+    assert record.t_submit == 1000.0 and record.t_start == 1000.5 and record.t_end == 1001.0
+
+
+@pytest.mark.parametrize("direction, expected", [("minimize", 0.0), ("maximize", 1.0)])
+def test_best_follows_the_direction(direction, expected):
+    config = make_config([{"strategy": "grid", "steps": 3}], direction=direction)
+    d = Driver(Scheduler.from_config(config))
+    d.run_all()
+    assert d.s.progress.best_value == expected
+    best = next(r for r in d.records if r.trial_id == d.s.progress.best_trial)
+    assert best.params["x"] == expected
+
+
+def test_failed_trials_are_records_and_the_run_goes_on():
+    d = Driver(Scheduler.from_config(make_config([{"strategy": "random", "trials": 20}])))
+    d.run_all(error_of=lambda t: "ValueError: odd" if t.trial_id % 2 else "")
+    assert len(d.records) == 20
+    failed = [r for r in d.records if r.status == FAILED]
+    assert len(failed) == 10 and all(r.value is None and r.error == "ValueError: odd" for r in failed)
+    assert d.s.exit_code == EXIT_OK and d.s.progress.failed == 10
+
+
+def test_first_trials_all_failing_stops_the_run_as_broken():
+    config = make_config([{"strategy": "random", "trials": 100}])
+    d = Driver(Scheduler.from_config(config))
+    d.run_all(error_of=lambda t: "ZeroDivisionError: division by zero")
+    assert d.s.finished
+    assert d.s.exit_code == EXIT_FAILED
+    assert "the first 10 trials all failed; the objective looks broken" in d.s.error
+    assert "ZeroDivisionError" in d.s.error
+    # The trials running when the tenth failed still finish and are recorded; nothing new starts.
+    assert 10 <= len(d.records) <= 10 + 2
+    assert set(d.stops.values()) == {EXIT_FAILED}
+
+
+def test_one_success_among_the_first_trials_disarms_the_check():
+    config = make_config([{"strategy": "random", "trials": 30}])
+    d = Driver(Scheduler.from_config(config))
+    d.run_all(error_of=lambda t: "" if t.trial_id == 4 else "RuntimeError: flaky")
+    assert d.s.exit_code == EXIT_OK and len(d.records) == 30
+
+
+def test_check_can_be_turned_off():
+    d = Driver(Scheduler.from_config(make_config([{"strategy": "random", "trials": 15}], max_initial_failures=0)))
+    d.run_all(error_of=lambda t: "RuntimeError: always")
+    assert d.s.exit_code == EXIT_OK and len(d.records) == 15
+
+
+def test_a_result_for_the_wrong_trial_is_an_internal_error():
+    d = Driver(Scheduler.from_config(make_config([{"strategy": "random", "trials": 5}])))
+    with pytest.raises(RuntimeError, match="rank 1 returned trial 99"):
+        d.s.handle(TrialFinished(1, Result(99, 1.0, {}, "", 0.0, 1.0)), 0.0)
+
+
+def test_a_strategy_that_runs_dry_gives_way_to_the_next_phase():
+    class TwoPoints(RandomStrategy):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.left = 2
+
+        def ask(self):
+            self.left -= 1
+            return super().ask() if self.left >= 0 else None
+
+    config = make_config([{"strategy": "random", "trials": 6}, {"strategy": "random", "trials": 3}])
+    phases = [PhaseRun(config.phases[0], TwoPoints(config.space, {}, np.random.default_rng(0))),
+              PhaseRun(config.phases[1], RandomStrategy(config.space, {}, np.random.default_rng(1)))]
+    d = Driver(Scheduler(phases))
+    d.run_all()
+    assert [r.phase for r in sorted(d.records, key=lambda r: r.trial_id)] == [1, 1, 2, 2, 2]
+    assert d.s.progress.budget == 5 and d.s.finished
+
+
+def test_same_seed_same_trials():
+    def params():
+        d = Driver(Scheduler.from_config(make_config(THREE_PHASES)))
+        d.run_all()
+        return [(r.trial_id, r.params) for r in sorted(d.records, key=lambda r: r.trial_id)]
+
+    assert params() == params()
