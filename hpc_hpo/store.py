@@ -1,0 +1,392 @@
+"""The HDF5 results file: its layout, the master's writer, and readers.
+
+Layout (``FORMAT_VERSION`` 1; every string is fixed-length UTF-8 bytes, because HDF5's
+single-writer/multiple-reader mode (SWMR) does not support variable-length data):
+
+    /trials         compound, one row per finished trial, appended in order of completion
+    /running        compound, same columns, one slot per worker; status "" = free slot
+    /metrics        float64 (rows of /trials, metrics), NaN where a trial lacks a metric
+    /metric_names   names of the /metrics columns
+    /runs           one row per run (job) that wrote the file: times, ranks, exit code, cost
+    attributes      format_version, hpc_hpo_version, config (TOML), space (JSON), seed, ...
+
+Only the master writes, through :class:`ResultsWriter`. The file is switched to SWMR mode
+once created, so anyone can read it during the run with ``h5py.File(path, "r", swmr=True)``.
+Writes are buffered and flushed when the master is idle or at least every ``flush_interval``
+seconds, so writing never holds up dispatch; a result counts as stored once flushed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._version import __version__
+from .errors import ConfigError, StoreError
+from .records import RUNNING, TrialRecord
+from .space import CategoricalParam, FloatParam, IntParam, Param, Space
+
+FORMAT_VERSION = 1
+#: Oldest HDF5 file format we write: readable by HDF5 1.10 and later, and SWMR-capable.
+LIBVER = ("v110", "v110")
+ERROR_BYTES = 2048
+HOST_BYTES = 64
+NAME_BYTES = 64
+_CHUNK_ROWS = 64
+
+BASE_COLUMNS: list[tuple[str, Any]] = [
+    ("trial_id", "<i8"),
+    ("status", "S10"),
+    ("value", "<f8"),
+    ("phase", "<i2"),
+    ("strategy", "S16"),
+    ("rank", "<i4"),
+    ("host", f"S{HOST_BYTES}"),
+    ("t_submit", "<f8"),
+    ("t_start", "<f8"),
+    ("t_end", "<f8"),
+    ("error", f"S{ERROR_BYTES}"),
+]
+
+RUNS_DTYPE = np.dtype([
+    ("run", "<i4"),
+    ("hpc_hpo_version", "S16"),
+    ("t_start", "<f8"),
+    ("t_end", "<f8"),
+    ("world_size", "<i4"),
+    ("workers", "<i4"),
+    ("master_host", f"S{HOST_BYTES}"),
+    ("trials", "<i8"),
+    ("exit_code", "<i4"),
+    ("loop_seconds", "<f8"),
+    ("master_cpu_seconds", "<f8"),
+])
+
+
+def param_column(name: str) -> str:
+    return f"param_{name}"
+
+
+def _param_dtype(param: Param) -> Any:
+    if isinstance(param, FloatParam):
+        return "<f8"
+    if isinstance(param, IntParam):
+        return "<i8"
+    kind = param.kind
+    if kind == "str":
+        values = param.choices if isinstance(param, CategoricalParam) else (param.value,)
+        return f"S{max(1, max(len(str(v).encode()) for v in values))}"
+    return {"bool": "?", "int": "<i8", "float": "<f8"}[kind]
+
+
+def trial_dtype(space: Space) -> np.dtype:
+    """The compound type of a /trials row for this space."""
+    return np.dtype(BASE_COLUMNS + [(param_column(p.name), _param_dtype(p)) for p in space.params])
+
+
+def fit_bytes(text: str, size: int) -> bytes:
+    """UTF-8 bytes of ``text`` in at most ``size`` bytes; keeps the head and tail of long text."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= size:
+        return data
+    marker = b"\n[...]\n"
+    head = size // 3
+    tail = size - head - len(marker)
+    # Cut on character boundaries so the result decodes cleanly.
+    start = data[:head].decode("utf-8", "ignore").encode()
+    end = data[-tail:].decode("utf-8", "ignore").encode()
+    return start + marker + end
+
+
+def check_results_path(path: str | Path, overwrite: bool, where: str = "experiment.results") -> Path:
+    """Refuse a results path that cannot be written, before any trial starts."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"{where}: is a directory, not a file (got '{path}')")
+    if not directory.is_dir():
+        raise ConfigError(f"{where}: directory '{directory}' does not exist; create it first (got '{path}')")
+    try:  # os.access says yes to root even on read-only mounts; trying is the only sure test
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{where}: directory '{directory}' is not writable ({reason}) (got '{path}')") from None
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"{where}: '{path}' already exists; pass --overwrite to replace it, or choose another --results "
+            f"(got '{path}')"
+        )
+    return path
+
+
+class ResultsWriter:
+    """The master's handle on the results file. Nothing else writes it during a run."""
+
+    def __init__(self, file: h5py.File, space: Space, slots: int, flush_interval: float = 0.05):
+        self.file = file
+        self.space = space
+        self.dtype = file["trials"].dtype
+        self.flush_interval = flush_interval
+        self._trials = file["trials"]
+        self._running_ds = file["running"]
+        self._metrics = file["metrics"]
+        self._metric_names_ds = file["metric_names"]
+        self._runs = file["runs"]
+        self.metric_names: list[str] = [n.decode() for n in self._metric_names_ds[:]]
+        self._metric_index = {name: i for i, name in enumerate(self.metric_names)}
+        self._columns = [param_column(p.name) for p in space.params]
+        self._encoders = [_encoder(p) for p in space.params]
+        self._rows: list[tuple] = []
+        self._row_metrics: list[dict[str, float]] = []
+        self._running = np.zeros(slots, dtype=self.dtype)
+        self._running_dirty = True
+        self._dirty_since: float | None = None
+        self.run_index = -1
+        self.flushes = 0
+
+    # -- creating ------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, space: Space, attrs: dict[str, Any], slots: int,
+               overwrite: bool = False, flush_interval: float = 0.05) -> ResultsWriter:
+        """Create the file with its layout and attributes, then switch it to SWMR mode."""
+        path = Path(path)
+        try:
+            file = h5py.File(path, "w" if overwrite else "x", libver=LIBVER, locking="best-effort")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: cannot create the results file ({exc})") from None
+        dtype = trial_dtype(space)
+        file.create_dataset("trials", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK_ROWS,),
+                            compression="gzip", compression_opts=1, shuffle=True)
+        file.create_dataset("running", shape=(slots,), maxshape=(None,), dtype=dtype, chunks=(max(1, slots),))
+        file.create_dataset("metrics", shape=(0, 0), maxshape=(None, None), dtype="<f8",
+                            chunks=(_CHUNK_ROWS, 8), fillvalue=np.nan)
+        file.create_dataset("metric_names", shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(16,))
+        file.create_dataset("runs", shape=(0,), maxshape=(None,), dtype=RUNS_DTYPE, chunks=(16,))
+        file.attrs.update({
+            "format_version": FORMAT_VERSION,
+            "hpc_hpo_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "space": json.dumps(space.describe()),
+            **attrs,
+        })
+        file.swmr_mode = True
+        return cls(file, space, slots, flush_interval)
+
+    def start_run(self, world_size: int, workers: int, host: str) -> None:
+        """Add this run's row to /runs; :meth:`close` completes it."""
+        n = self._runs.shape[0]
+        row = np.zeros(1, dtype=RUNS_DTYPE)
+        row[0] = (n, __version__.encode(), time.time(), math.nan, world_size, workers,
+                  fit_bytes(host, HOST_BYTES), 0, -1, math.nan, math.nan)
+        self._runs.resize((n + 1,))
+        self._runs[n] = row[0]
+        self.run_index = n
+        self.flush()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _row(self, record: TrialRecord) -> tuple:
+        value = math.nan if record.value is None else float(record.value)
+        params = record.params
+        return (
+            record.trial_id, record.status.encode(), value, record.phase, record.strategy.encode()[:16],
+            record.rank, fit_bytes(record.host, HOST_BYTES), record.t_submit, record.t_start, record.t_end,
+            fit_bytes(record.error, ERROR_BYTES),
+            *(encode(params[p.name]) for p, encode in zip(self.space.params, self._encoders, strict=True)),
+        )
+
+    def _touch(self) -> None:
+        if self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+
+    def append(self, record: TrialRecord) -> None:
+        """Queue a finished trial for /trials (written at the next flush)."""
+        self._rows.append(self._row(record))
+        self._row_metrics.append(record.metrics)
+        self._touch()
+
+    def set_running(self, slot: int, record: TrialRecord | None) -> None:
+        """Show ``record`` as running in ``slot`` (one slot per worker), or free the slot."""
+        self._running[slot] = self._row(record) if record is not None else np.zeros((), dtype=self.dtype)
+        self._running_dirty = True
+        self._touch()
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty_since is not None
+
+    def due(self, idle: bool) -> bool:
+        """Whether to flush now: when idle, or when the oldest unwritten change is too old."""
+        if self._dirty_since is None:
+            return False
+        return idle or time.monotonic() - self._dirty_since >= self.flush_interval
+
+    def flush(self) -> None:
+        """Write what is queued and make it visible to readers."""
+        if self._rows:
+            n0 = self._trials.shape[0]
+            n1 = n0 + len(self._rows)
+            self._trials.resize((n1,))
+            self._trials[n0:n1] = np.array(self._rows, dtype=self.dtype)
+            self._write_metrics(n0, n1)
+            self._rows.clear()
+            self._row_metrics.clear()
+        if self._running_dirty:
+            self._running_ds[:] = self._running
+            self._running_dirty = False
+        self.file.flush()
+        self._dirty_since = None
+        self.flushes += 1
+
+    def _write_metrics(self, n0: int, n1: int) -> None:
+        new = [name for m in self._row_metrics for name in m if name not in self._metric_index]
+        for name in dict.fromkeys(new):
+            self._metric_index[name] = len(self.metric_names)
+            self.metric_names.append(name)
+        k = len(self.metric_names)
+        if k == 0:
+            return
+        if len(self.metric_names) != self._metric_names_ds.shape[0]:
+            self._metric_names_ds.resize((k,))
+            self._metric_names_ds[:] = np.array([n.encode()[:NAME_BYTES] for n in self.metric_names])
+        if not any(self._row_metrics) and self._metrics.shape[1] == k:
+            self._metrics.resize((n1, k))  # rows of NaN (the fill value)
+            return
+        block = np.full((n1 - n0, k), np.nan)
+        for i, metrics in enumerate(self._row_metrics):
+            for name, value in metrics.items():
+                block[i, self._metric_index[name]] = value
+        self._metrics.resize((n1, k))
+        self._metrics[n0:n1, :] = block
+
+    def close(self, exit_code: int, trials: int, loop_seconds: float, master_cpu_seconds: float) -> None:
+        """Flush, complete this run's row in /runs, and close the file."""
+        if self.run_index >= 0:
+            row = self._runs[self.run_index]
+            row["t_end"], row["exit_code"], row["trials"] = time.time(), exit_code, trials
+            row["loop_seconds"], row["master_cpu_seconds"] = loop_seconds, master_cpu_seconds
+            self._runs[self.run_index] = row
+        self.flush()
+        self.file.close()
+
+
+def _encoder(param: Param):
+    """How a parameter value goes into its column."""
+    kind = "float" if isinstance(param, FloatParam) else "int" if isinstance(param, IntParam) else param.kind
+    if kind == "str":
+        return lambda v: str(v).encode()
+    return lambda v: v
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """What a results file holds, read at one moment (running trials included)."""
+
+    path: Path
+    attrs: dict[str, Any]
+    space: dict[str, dict[str, Any]]
+    trials: np.ndarray              # /trials rows then the occupied /running slots
+    metric_names: list[str]
+    metrics: np.ndarray             # (len(trials), len(metric_names)), NaN where absent
+    runs: np.ndarray
+    finished_rows: int = 0          # how many of ``trials`` come from /trials
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def minimize(self) -> bool:
+        return self.attrs.get("direction", "minimize") == "minimize"
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.space)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every trial as a plain dict (strings decoded), sorted by trial id."""
+        rows = []
+        for i, row in enumerate(self.trials):
+            record: dict[str, Any] = {}
+            for name in self.trials.dtype.names:
+                value = row[name]
+                if isinstance(value, bytes):
+                    value = value.decode("utf-8", "replace")
+                elif isinstance(value, np.generic):
+                    value = value.item()
+                record[name] = value
+            for j, name in enumerate(self.metric_names):
+                record[f"metric_{name}"] = float(self.metrics[i, j])
+            rows.append(record)
+        rows.sort(key=lambda r: r["trial_id"])
+        return rows
+
+
+def open_for_read(path: str | Path) -> h5py.File:
+    """Open a results file read-only; works while the master is writing it (SWMR)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no such results file")
+    last: Exception | None = None
+    for _ in range(20):  # the master may be creating the file right now
+        try:
+            return h5py.File(path, "r", swmr=True, locking="best-effort")
+        except OSError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise StoreError(f"{path}: cannot open the results file ({last})")
+
+
+def read_results(path: str | Path) -> Results:
+    """Read a results file, finished and running trials, at this moment."""
+    with open_for_read(path) as file:
+        try:
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in file.attrs.items()}
+            version = attrs.get("format_version")
+            if version != FORMAT_VERSION:
+                raise StoreError(f"{path}: results format {version!r} is not supported by hpc_hpo {__version__} "
+                                 f"(expected {FORMAT_VERSION})")
+            finished = file["trials"][:]
+            running = file["running"][:]
+            running = running[running["status"] == RUNNING.encode()]
+            names = [n.decode() for n in file["metric_names"][:]]
+            metrics = np.full((len(finished) + len(running), len(names)), np.nan)
+            stored = file["metrics"][: len(finished), :]
+            metrics[: stored.shape[0], : stored.shape[1]] = stored
+            runs = file["runs"][:]
+        except KeyError as exc:
+            raise StoreError(f"{path}: not an hpc_hpo results file (missing {exc})") from None
+    # A trial can be seen both finished and still in its running slot between two flushes.
+    running = running[~np.isin(running["trial_id"], finished["trial_id"])]
+    metrics = metrics[: len(finished) + len(running)]
+    trials = np.concatenate([finished, running]) if len(running) else finished
+    return Results(
+        path=Path(path), attrs=attrs, space=json.loads(attrs.get("space", "{}")), trials=trials,
+        metric_names=names, metrics=metrics, runs=runs, finished_rows=len(finished),
+        columns=list(trials.dtype.names),
+    )
+
+
+def best_row(results: Results) -> dict[str, Any] | None:
+    """The best finished trial as a record dict, or None if none succeeded."""
+    done = [r for r in results.records() if r["status"] == "done"]
+    if not done:
+        return None
+    key = (lambda r: r["value"]) if results.minimize else (lambda r: -r["value"])
+    return min(done, key=key)
+
+
+def params_of(record: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    return {name: record[param_column(name)] for name in names}

@@ -1,0 +1,159 @@
+"""The HDF5 results file: layout, buffered writes, reading during a run, path checks."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from hpc_hpo.errors import ConfigError, StoreError
+from hpc_hpo.records import DONE, FAILED, RUNNING, TrialRecord
+from hpc_hpo.space import parse_space
+from hpc_hpo.store import ERROR_BYTES, ResultsWriter, check_results_path, fit_bytes, read_results
+
+SPACE = parse_space({
+    "x": {"type": "float", "low": -5.0, "high": 5.0},
+    "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+    "units": {"type": "int", "low": 16, "high": 512},
+    "act": {"type": "categorical", "choices": ["relu", "tanh", "élu"]},
+    "flag": {"type": "categorical", "choices": [True, False]},
+    "bs": {"type": "categorical", "choices": [32, 64]},
+    "opt": {"type": "fixed", "value": "adam"},
+})
+
+
+def record(i, status=DONE, value=None, metrics=None, error="", rank=1):
+    params = {"x": 0.5 * i, "lr": 1e-3, "units": 16 + i, "act": ["relu", "tanh", "élu"][i % 3],
+              "flag": bool(i % 2), "bs": 64, "opt": "adam"}
+    return TrialRecord(trial_id=i, status=status, params=params, phase=1, strategy="random", rank=rank,
+                       host=f"node{rank}", t_submit=100.0 + i, t_start=100.5 + i, t_end=101.0 + i,
+                       value=(float(i) if value is None and status == DONE else value),
+                       metrics=metrics or {}, error=error)
+
+
+def create(path, slots=2, **kw):
+    return ResultsWriter.create(path, SPACE, attrs={"name": "t", "direction": "minimize", "budget": 10,
+                                                    "config": "[experiment]\n"}, slots=slots, **kw)
+
+
+def test_rows_round_trip_with_every_parameter_type_and_late_metrics(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path)
+    writer.start_run(world_size=3, workers=2, host="login1")
+    writer.append(record(0))
+    writer.append(record(1, status=FAILED, error="ValueError: boom (rank 1 on node1)"))
+    writer.flush()
+    writer.append(record(2, metrics={"acc": 0.75}))
+    writer.append(record(3, metrics={"acc": 0.5, "loss": 2.0}))
+    writer.set_running(0, record(4, status=RUNNING, rank=1))
+    writer.close(exit_code=0, trials=4, loop_seconds=2.0, master_cpu_seconds=0.1)
+
+    results = read_results(path)
+    rows = results.records()
+    assert [r["trial_id"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["status"] for r in rows] == ["done", "failed", "done", "done", "running"]
+    assert rows[0]["value"] == 0.0 and math.isnan(rows[1]["value"])
+    assert rows[1]["error"] == "ValueError: boom (rank 1 on node1)"
+    assert rows[2]["param_act"] == "élu" and rows[2]["param_flag"] is False and rows[3]["param_flag"] is True
+    assert rows[3]["param_units"] == 19 and rows[3]["param_bs"] == 64 and rows[3]["param_opt"] == "adam"
+    assert rows[3]["host"] == "node1" and rows[3]["t_end"] == 104.0
+    assert results.metric_names == ["acc", "loss"]
+    assert math.isnan(rows[0]["metric_acc"]) and rows[2]["metric_acc"] == 0.75
+    assert math.isnan(rows[2]["metric_loss"]) and rows[3]["metric_loss"] == 2.0
+    assert results.runs[0]["exit_code"] == 0 and results.runs[0]["world_size"] == 3
+
+
+def test_layout_is_readable_with_plain_h5py(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path)
+    writer.append(record(0, metrics={"acc": 0.9}))
+    writer.close(exit_code=0, trials=1, loop_seconds=1.0, master_cpu_seconds=0.0)
+    with h5py.File(path, "r") as f:
+        assert set(f) == {"trials", "running", "metrics", "metric_names", "runs"}
+        trials = f["trials"][:]
+        assert trials["param_act"][0].decode() == "relu"
+        assert trials["status"][0] == b"done"
+        assert f["metric_names"][:].tolist() == [b"acc"]
+        assert f["metrics"][0, 0] == 0.9
+        assert f.attrs["format_version"] == 1 and f.attrs["direction"] == "minimize"
+        assert "x" in f.attrs["space"]
+
+
+def test_nothing_is_visible_before_a_flush_and_everything_after(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path, flush_interval=10.0)
+    writer.append(record(0))
+    assert writer.dirty and not writer.due(idle=False) and writer.due(idle=True)
+    reader = [sys.executable, "-c", textwrap.dedent(f"""
+        from hpc_hpo.store import read_results
+        print(len(read_results({str(path)!r}).records()))
+    """)]
+    assert subprocess.run(reader, capture_output=True, text=True, check=True).stdout.strip() == "0"
+    writer.flush()
+    # Another process reads the file while this one still holds it open for writing (SWMR).
+    assert subprocess.run(reader, capture_output=True, text=True, check=True).stdout.strip() == "1"
+    writer.close(exit_code=0, trials=1, loop_seconds=1.0, master_cpu_seconds=0.0)
+
+
+def test_a_trial_seen_both_running_and_finished_counts_once(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path)
+    writer.set_running(0, record(0, status=RUNNING))
+    writer.append(record(0))
+    writer.close(exit_code=0, trials=1, loop_seconds=1.0, master_cpu_seconds=0.0)
+    assert [r["status"] for r in read_results(path).records()] == ["done"]
+
+
+def test_long_errors_keep_head_and_tail():
+    text = "RuntimeError: bad (rank 2 on n1)\n" + "\n".join(f"  frame {i}" for i in range(2000)) + "\nlast line"
+    data = fit_bytes(text, ERROR_BYTES)
+    assert len(data) <= ERROR_BYTES
+    decoded = data.decode()
+    assert decoded.startswith("RuntimeError: bad (rank 2 on n1)") and decoded.endswith("last line")
+    assert "[...]" in decoded
+    assert len(fit_bytes("é" * 5000, 101).decode()) > 0  # cut on character boundaries
+
+
+def test_existing_file_is_never_overwritten_without_asking(tmp_path):
+    path = tmp_path / "r.h5"
+    path.write_bytes(b"precious")
+    with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
+        check_results_path(path, overwrite=False)
+    with pytest.raises(StoreError, match="cannot create the results file"):
+        create(path)
+    assert path.read_bytes() == b"precious"
+    assert check_results_path(path, overwrite=True) == path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing" / "r.h5", "directory '.*missing' does not exist; create it first"),
+    (lambda tmp: tmp, "is a directory, not a file"),
+    (lambda tmp: "/proc/r.h5", "directory '/proc' is not writable"),
+])
+def test_bad_results_paths(tmp_path, make, message):
+    with pytest.raises(ConfigError, match=message):
+        check_results_path(make(tmp_path), overwrite=False)
+
+
+def test_reading_files_that_are_not_results(tmp_path):
+    with pytest.raises(StoreError, match="no such results file"):
+        read_results(tmp_path / "none.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.attrs["format_version"] = 1
+    with pytest.raises(StoreError, match="not an hpc_hpo results file"):
+        read_results(tmp_path / "other.h5")
+
+
+def test_file_is_compressed(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path, slots=8)
+    for i in range(2000):
+        writer.append(record(i % 400))
+    writer.close(exit_code=0, trials=2000, loop_seconds=1.0, master_cpu_seconds=0.0)
+    row_bytes = np.dtype(h5py.File(path, "r")["trials"].dtype).itemsize
+    assert path.stat().st_size < 2000 * row_bytes / 5  # the error column is mostly padding
