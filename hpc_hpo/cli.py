@@ -1,0 +1,180 @@
+"""The command line: ``python -m hpc_hpo run|check|status|export``.
+
+``run`` is the only command that may start MPI; it picks the role of this rank (rank 0 is
+the master, every other rank a worker; with one rank, one process plays both). Errors
+meant for the user are one line, ``hpc_hpo: error: <where>: <rule> (got <value>)``,
+printed once (by rank 0), with exit code 2 on every rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ._version import __version__
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, HpoError
+
+log = logging.getLogger("hpc_hpo.cli")
+
+EPILOG = """\
+exit codes: 0 finished; 1 the run failed (for example the first trials all failed);
+2 bad input (command line, experiment file, results path, objective); 130 interrupted.
+
+examples:
+  mpirun -n 9 python -m hpc_hpo run experiment.toml   # 1 master + 8 workers
+  python -m hpc_hpo run                                # built-in default experiment, one process
+  python -m hpc_hpo status results.h5                  # also while the search runs
+  python -m hpc_hpo export results.h5 -o results.csv
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit code 2, like every other input error."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m hpc_hpo", description="Hyperparameter optimisation over MPI, results in HDF5.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"hpc_hpo {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser(
+        "run", help="run an experiment (under mpirun: rank 0 is the master, the others workers)",
+        description="Run the experiment in CONFIG (the built-in default, a 2-D Griewank random search, if none). "
+                    "Under mpirun rank 0 is the master and every other rank a worker; with one rank one process "
+                    "does both.")
+    run.add_argument("config", nargs="?", help="experiment file (TOML); omit for the built-in default experiment")
+    run.add_argument("--results", metavar="PATH", help="results file (overrides experiment.results)")
+    run.add_argument("--seed", type=int, metavar="N", help="random seed (overrides experiment.seed)")
+    run.add_argument("--trials", type=int, metavar="N", help="number of trials of the last phase (overrides its 'trials')")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing results file (refused otherwise)")
+    run.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
+                     help="seconds between progress lines of the master (default: 10)")
+    run.add_argument("-v", "--verbose", action="count", default=0,
+                     help="more log output: -v logs every trial, -vv also the workers' debug lines")
+    run.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+    check = commands.add_parser(
+        "check", help="validate an experiment file and print it resolved, without running it",
+        description="Validate CONFIG (or the built-in default), import its objective, and print the resolved "
+                    "experiment as TOML.")
+    check.add_argument("config", nargs="?", help="experiment file (TOML); omit for the built-in default")
+    check.add_argument("--no-import", action="store_true", help="do not import the objective")
+
+    status = commands.add_parser("status", help="show how a search stands (works while it runs)",
+                                 description="Counts by status, the best trial, running trials and the runs so far.")
+    status.add_argument("results", help="results file (.h5)")
+
+    export = commands.add_parser("export", help="write the trials of a results file as CSV or JSON",
+                                 description="One row per trial: id, status, value, parameters (param_*), metrics "
+                                             "(metric_*), phase, strategy, rank, host, times, error.")
+    export.add_argument("results", help="results file (.h5)")
+    export.add_argument("--format", choices=("csv", "json"), help="output format (default: from -o, else csv)")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m hpc_hpo``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigError as exc:
+        return _usage_error(str(exc), argv)
+    if args.command == "run":
+        return _run(args)
+    try:
+        return {"check": _check, "status": _status, "export": _export}[args.command](args)
+    except HpoError as exc:
+        print(f"hpc_hpo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _usage_error(message: str, argv: list[str]) -> int:
+    """Bad command line: say it once, from rank 0 when under mpirun, and exit 2 everywhere."""
+    from .comm import init_mpi, launched_by_mpi
+
+    if argv[:1] == ["run"] and launched_by_mpi():
+        MPI = init_mpi()  # noqa: N806 - so that only rank 0 speaks and every rank exits cleanly
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            print(f"hpc_hpo: error: {message}", file=sys.stderr, flush=True)
+        MPI.Finalize()
+    else:
+        print(f"hpc_hpo: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .comm import open_comm
+    from .logs import levels, setup_logging
+    from .master import RunOptions, run_master
+    from .worker import Worker, run_worker
+
+    options = RunOptions(config_path=args.config, results=args.results, seed=args.seed, trials=args.trials,
+                         overwrite=args.overwrite, progress_every=args.progress_every)
+    local_worker = Worker(rank=0)
+    comm = open_comm(local_worker.handle)
+    master_level, worker_level = levels(-1 if args.quiet else args.verbose)
+    setup_logging(comm.rank, master_level if comm.rank == 0 else worker_level)
+    try:
+        code = run_master(comm, options) if comm.rank == 0 else run_worker(comm)
+    except KeyboardInterrupt:
+        log.warning("interrupted; the results file holds every trial finished so far")
+        if comm.size > 1:
+            comm.abort(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
+    except Exception:
+        log.critical("internal error on rank %d; aborting all ranks", comm.rank, exc_info=True)
+        comm.abort(EXIT_FAILED)
+        return EXIT_FAILED
+    finally:
+        local_worker.close()
+    comm.close()
+    return code
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .config import load_config, to_toml
+    from .objective import load_objective
+
+    config = load_config(args.config)
+    if not args.no_import:
+        load_objective(config.experiment.objective, config.base_dir)
+    sys.stdout.write(to_toml(config))
+    phases = ", ".join(f"{p.label} {p.trials}" for p in config.phases)
+    print(f"# ok: {config.budget} trials ({phases})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .store import read_results
+    from .summary import status_text
+
+    print(status_text(read_results(args.results)))
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+    from .store import read_results
+
+    fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "csv")
+    if fmt not in ("csv", "json"):
+        raise ConfigError(f"--format: cannot tell the format from '{args.output}'; give --format csv or json")
+    text = export(read_results(args.results), fmt)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def console_main() -> None:
+    """The ``hpc-hpo`` console script."""
+    sys.exit(main())

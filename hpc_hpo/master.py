@@ -1,0 +1,197 @@
+"""The master driver: turns worker messages into scheduler events and instructions into messages.
+
+Start-up is checked before any trial runs, so bad input costs seconds and touches nothing:
+
+1. resolve the experiment (file, flags, seed) and check the results path; on error every
+   worker gets ``Stop(2)`` instead of ``Setup``;
+2. send ``Setup`` to every worker and wait for each ``Hello`` (the worker has imported the
+   objective); if any worker failed to, everyone stops with exit code 2;
+3. create the results file, then dispatch until the scheduler says it is finished.
+
+The master never blocks in a receive (it polls with back-off) and never imports the
+objective, so it stays light whatever the trials do.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from .comm import Backoff, Comm
+from .config import Config, apply_overrides, load_config, to_toml, with_seed
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, HpoError
+from .progress import ProgressReporter
+from .protocol import Hello, Result, Setup, Stop, Task
+from .scheduler import Dispatch, Record, Scheduler, StopWorker, TrialFinished, WorkerReady
+from .store import ResultsWriter, check_results_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the ``run`` command line asks for."""
+
+    config_path: str | None = None
+    results: str | None = None
+    seed: int | None = None
+    trials: int | None = None
+    overwrite: bool = False
+    progress_every: float = 10.0
+    flush_interval: float = 0.05
+
+
+def resolve_config(options: RunOptions) -> Config:
+    """The experiment to run: the file (or the default), flags applied, seed filled in."""
+    config = load_config(options.config_path)
+    config = apply_overrides(config, results=options.results, seed=options.seed, trials=options.trials)
+    config = with_seed(config)
+    check_results_path(config.results_path, options.overwrite)
+    return config
+
+
+def fail(message: str) -> None:
+    """The one line a user sees for bad input or a failed run."""
+    print(f"hpc_hpo: error: {message}", file=sys.stderr, flush=True)
+
+
+def stop_all(comm: Comm, exit_code: int) -> None:
+    for rank in comm.worker_ranks:
+        comm.send(Stop(exit_code), rank)
+
+
+def gather_hellos(comm: Comm) -> list[Hello]:
+    """Wait (polling) until every worker has said Hello."""
+    hellos: dict[int, Hello] = {}
+    backoff = Backoff(max_sleep=0.01)
+    waiting_since = time.monotonic()
+    warned = False
+    while len(hellos) < len(comm.worker_ranks):
+        received = comm.poll()
+        if received is None:
+            if not warned and time.monotonic() - waiting_since > 30:
+                missing = sorted(set(comm.worker_ranks) - set(hellos))
+                log.info("still waiting for ranks %s to load the objective", missing)
+                warned = True
+            backoff.wait()
+            continue
+        source, message = received
+        if not isinstance(message, Hello):
+            raise RuntimeError(f"expected Hello from rank {source}, got {message!r}")
+        hellos[source] = message
+        backoff.reset()
+    return [hellos[rank] for rank in comm.worker_ranks]
+
+
+def describe_hosts(hellos: list[Hello], world_size: int) -> str:
+    if world_size == 1:
+        return f"one process on {socket.gethostname()} is master and worker (launch with mpirun for more workers)"
+    per_host = Counter(h.host for h in hellos)
+    master_host = socket.gethostname()
+    hosts = ", ".join(f"{host} ({n} worker{'s' if n > 1 else ''})" for host, n in per_host.items())
+    return f"{world_size} rank{'s' if world_size > 1 else ''}: master on {master_host}; {hosts}"
+
+
+def run_master(comm: Comm, options: RunOptions) -> int:
+    """Run a whole experiment from rank 0; return the exit code for every rank."""
+    try:
+        config = resolve_config(options)
+    except ConfigError as exc:
+        fail(str(exc))
+        stop_all(comm, EXIT_USAGE)
+        return EXIT_USAGE
+
+    for rank in comm.worker_ranks:
+        comm.send(Setup(config), rank)
+    hellos = gather_hellos(comm)
+    errors = [h.error for h in hellos if h.error]
+    if errors:
+        more = f" (and {len(errors) - 1} more rank{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        fail(errors[0] + more)
+        stop_all(comm, EXIT_USAGE)
+        return EXIT_USAGE
+
+    e = config.experiment
+    try:
+        writer = ResultsWriter.create(
+            config.results_path, config.space, slots=len(comm.worker_ranks), overwrite=options.overwrite,
+            flush_interval=options.flush_interval,
+            attrs={"name": e.name, "objective": e.objective, "direction": e.direction, "seed": e.seed,
+                   "budget": config.budget, "world_size": comm.size, "config": to_toml(config)},
+        )
+    except HpoError as exc:
+        fail(str(exc))
+        stop_all(comm, exc.exit_code)
+        return exc.exit_code
+    writer.start_run(world_size=comm.size, workers=len(comm.worker_ranks), host=socket.gethostname())
+    log.info("experiment %s: %d trials in %d phase%s, seed %d, results in %s", e.name, config.budget,
+             len(config.phases), "s" if len(config.phases) > 1 else "", e.seed, config.results_path)
+    log.info(describe_hosts(hellos, comm.size))
+    return MasterLoop(comm, config, writer, hellos, options).run()
+
+
+class MasterLoop:
+    """The dispatch loop: poll, hand events to the scheduler, carry out its instructions."""
+
+    def __init__(self, comm: Comm, config: Config, writer: ResultsWriter, hellos: list[Hello], options: RunOptions):
+        self.comm = comm
+        self.config = config
+        self.writer = writer
+        self.hellos = hellos
+        self.scheduler = Scheduler.from_config(config)
+        self.reporter = ProgressReporter(self.scheduler.progress, every=options.progress_every)
+        self.slots = {rank: i for i, rank in enumerate(comm.worker_ranks)}
+
+    def apply(self, instructions) -> None:
+        for instruction in instructions:
+            if isinstance(instruction, Dispatch):
+                trial = instruction.trial
+                self.writer.set_running(self.slots[trial.rank], trial)
+                self.comm.send(Task(trial.trial_id, trial.params, trial.phase, trial.strategy), trial.rank)
+            elif isinstance(instruction, Record):
+                self.writer.append(instruction.trial)
+                self.reporter.trial(instruction.trial)
+            elif isinstance(instruction, StopWorker):
+                self.writer.set_running(self.slots[instruction.rank], None)
+                self.comm.send(Stop(instruction.exit_code), instruction.rank)
+
+    def run(self) -> int:
+        scheduler, writer, comm = self.scheduler, self.writer, self.comm
+        loop_start, cpu_start = time.monotonic(), time.process_time()
+        exit_code = EXIT_INTERRUPTED
+        try:
+            for hello in self.hellos:
+                self.apply(scheduler.handle(WorkerReady(hello.rank, hello.host), time.time()))
+            backoff = Backoff()
+            while not scheduler.finished:
+                received = comm.poll()
+                if received is None:
+                    if writer.due(idle=not backoff.spinning):
+                        writer.flush()
+                    self.reporter.tick(len(scheduler.running))
+                    backoff.wait()
+                    continue
+                backoff.reset()
+                source, message = received
+                if not isinstance(message, Result):
+                    raise RuntimeError(f"expected a Result from rank {source}, got {message!r}")
+                self.apply(scheduler.handle(TrialFinished(source, message), time.time()))
+                if writer.due(idle=False):
+                    writer.flush()
+                self.reporter.tick(len(scheduler.running))
+            exit_code = scheduler.exit_code
+        finally:
+            p = scheduler.progress
+            writer.close(exit_code, trials=p.finished, loop_seconds=time.monotonic() - loop_start,
+                         master_cpu_seconds=time.process_time() - cpu_start)
+        if scheduler.error:
+            fail(scheduler.error)
+        log.info("finished: %s", self.reporter.line(0))
+        if p.best_trial is not None:
+            log.info("best trial %d: %.6g", p.best_trial, p.best_value)
+        log.info("results in %s", self.config.results_path)
+        return exit_code

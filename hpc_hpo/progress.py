@@ -1,0 +1,65 @@
+"""The master's progress lines: a summary every few seconds and each new best trial.
+
+Fast searches would drown a batch log in per-trial lines, so per-trial lines are debug
+output (``-v``); by default the master says where the search stands every ``every``
+seconds, and when a trial beats the best so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .records import FAILED, TrialRecord, describe_params
+from .scheduler import Progress
+
+log = logging.getLogger("hpc_hpo.master")
+
+
+class ProgressReporter:
+    """Logs progress lines; cheap enough to call after every result."""
+
+    def __init__(self, progress: Progress, every: float = 10.0):
+        self.progress = progress
+        self.every = every
+        self.started = time.monotonic()
+        self._last = self.started
+        self._best_reported: int | None = None
+
+    def trial(self, record: TrialRecord) -> None:
+        p = self.progress
+        if record.status == FAILED:
+            log.warning("trial %d failed on rank %d: %s", record.trial_id, record.rank, record.error.splitlines()[0])
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("trial %d done %.6g in %.3fs on rank %d", record.trial_id, record.value,
+                      record.t_end - record.t_start, record.rank)
+        if p.best_trial == record.trial_id and p.best_trial != self._best_reported:
+            self._best_reported = p.best_trial
+            log.info("trial %d new best %.6g  %s", record.trial_id, record.value, describe_params(record.params))
+
+    def tick(self, running: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            log.info(self.line(running))
+
+    def line(self, running: int) -> str:
+        p = self.progress
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = p.finished / elapsed
+        text = f"{p.finished}/{p.budget} finished ({p.failed} failed), {running} running"
+        if p.best_value is not None:
+            text += f", best {p.best_value:.6g} (trial {p.best_trial})"
+        text += f", {rate * 3600:.0f} trials/h" if rate < 1 else f", {rate:.1f} trials/s"
+        remaining = p.budget - p.finished
+        if remaining > 0 and rate > 0:
+            text += f", about {_duration(remaining / rate)} left"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

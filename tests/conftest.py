@@ -1,0 +1,86 @@
+"""Shared helpers: write experiments, run hpc_hpo in a subprocess (with or without mpirun).
+
+Every subprocess has a timeout and is killed with its whole process group when it runs
+over, so a deadlock is a failed test, never a hung suite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+
+
+def find_mpirun() -> str | None:
+    local = BIN / "mpirun"
+    return str(local) if local.exists() else shutil.which("mpirun")
+
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONUNBUFFERED="1")
+    for name in ("HPC_HPO_MPI", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK"):
+        env.pop(name, None)
+    return env
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_command(cmd: list[str], cwd: Path, timeout: float) -> Completed:
+    proc = subprocess.Popen(cmd, cwd=cwd, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\nstdout:\n{out}\nstderr:\n{err}")
+    return Completed(proc.returncode, out, err)
+
+
+def mpirun_command(ranks: int, args: list[str]) -> list[str]:
+    mpirun = find_mpirun()
+    if mpirun is None:
+        pytest.fail("mpirun not found: install the test dependencies with scripts/test.sh")
+    return [mpirun, "-n", str(ranks), "--oversubscribe", "--bind-to", "none",
+            sys.executable, "-m", "hpc_hpo", *args]
+
+
+def hpo(args: list[str], cwd: Path, ranks: int | None = None, timeout: float = 120) -> Completed:
+    """``python -m hpc_hpo ARGS`` in one process, or under ``mpirun -n ranks``."""
+    cmd = [sys.executable, "-m", "hpc_hpo", *args] if ranks is None else mpirun_command(ranks, args)
+    return run_command(cmd, cwd, timeout)
+
+
+def write_experiment(directory: Path, body: str, objective: str | None = None, name: str = "experiment.toml") -> Path:
+    """Write an experiment file (and an ``objective.py`` next to it when given)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if objective is not None:
+        (directory / "objective.py").write_text(textwrap.dedent(objective))
+    path = directory / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,47 @@
+"""Experiments the end-to-end tests run: every parameter type, failures, metrics."""
+
+OBJECTIVE = """
+import math
+import time
+
+
+def objective(params, trial):
+    if params["x"] > 4.0:
+        raise ValueError("x too large: %.3f" % params["x"])
+    if params["act"] == "nan":
+        return float("nan")
+    time.sleep(params["sleep"])
+    value = (params["x"] - 1.0) ** 2 + math.log10(params["lr"]) ** 2 / 100 + params["units"] / 1000
+    return {"value": value, "rank": trial.rank, "trial": trial.trial_id}
+"""
+
+
+def experiment(results="results.h5", trials=20, sleep=0.0, seed=1, direction="minimize", extra_phases=True):
+    phases = """
+[[phase]]
+strategy = "explicit"
+points = [ { x = 4.5, lr = 1e-3, units = 64, act = "relu" }, { x = 1.0, lr = 1e-3, units = 16, act = "tanh" } ]
+
+[[phase]]
+strategy = "grid"
+steps = { x = 2, lr = 2, units = 2 }
+""" if extra_phases else ""
+    return f"""
+[experiment]
+name = "e2e"
+objective = "objective.py:objective"
+direction = "{direction}"
+results = "{results}"
+seed = {seed}
+
+[space]
+x     = {{ type = "float", low = -5.0, high = 5.0 }}
+lr    = {{ type = "float", low = 1e-5, high = 1e-1, log = true }}
+units = {{ type = "int", low = 16, high = 512, log = true }}
+act   = {{ type = "categorical", choices = ["relu", "tanh", "nan"] }}
+sleep = {{ type = "fixed", value = {sleep} }}
+{phases}
+[[phase]]
+strategy = "random"
+trials = {trials}
+"""

@@ -1,0 +1,157 @@
+"""The command line in one process (no MPI): run, status, export, check, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import h5py
+import pytest
+
+from hpc_hpo.store import read_results
+
+from conftest import hpo, write_experiment
+from experiments import OBJECTIVE, experiment
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    write_experiment(tmp_path, experiment(trials=20), OBJECTIVE)
+    done = hpo(["run", "experiment.toml"], tmp_path)
+    assert done.returncode == 0, done.output
+    return tmp_path, done
+
+
+def test_one_process_run_covers_every_phase(finished_run):
+    tmp_path, done = finished_run
+    rows = read_results(tmp_path / "results.h5").records()
+    # explicit 2 + grid 2*2*2*3 acts + random 20
+    assert [r["trial_id"] for r in rows] == list(range(2 + 24 + 20))
+    assert {r["rank"] for r in rows} == {0}  # master and worker in one process
+    assert [r["strategy"] for r in rows[:3]] == ["explicit", "explicit", "grid"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert rows[0]["status"] == "failed" and rows[0]["error"].startswith("ValueError: x too large: 4.500 (rank 0 on ")
+    assert any("ObjectiveResultError: returned nan" in r["error"] for r in failed)
+    assert all(r["status"] == "done" and math.isfinite(r["value"]) for r in rows if r not in failed)
+    assert rows[1]["metric_trial"] == 1.0
+    assert "Traceback" not in done.output
+    assert "finished: 46/46 finished" in done.stderr
+
+
+def test_status_reports_counts_and_best(finished_run):
+    tmp_path, _ = finished_run
+    out = hpo(["status", "results.h5"], tmp_path)
+    assert out.returncode == 0, out.output
+    rows = read_results(tmp_path / "results.h5").records()
+    done = [r for r in rows if r["status"] == "done"]
+    best = min(done, key=lambda r: r["value"])
+    failed = len(rows) - len(done)
+    assert "experiment  e2e (minimize)" in out.stdout
+    assert f"trials      46 of 46 finished; done {len(done)}, failed {failed}" in out.stdout
+    assert f"best        trial {best['trial_id']}: {best['value']:.6g}" in out.stdout
+    assert "exit code 0" in out.stdout
+
+
+def test_export_csv_and_json(finished_run):
+    tmp_path, _ = finished_run
+    assert hpo(["export", "results.h5", "--format", "csv", "-o", "out.csv"], tmp_path).returncode == 0
+    table = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
+    assert len(table) == 46
+    assert list(table[0])[:7] == ["trial_id", "status", "value", "param_x", "param_lr", "param_units", "param_act"]
+    assert "metric_rank" in table[0] and "error" in table[0]
+    assert table[0]["status"] == "failed" and table[0]["value"] == ""
+
+    rows = json.loads(hpo(["export", "results.h5", "--format", "json"], tmp_path).stdout)
+    assert len(rows) == 46 and rows[0]["value"] is None and isinstance(rows[1]["param_units"], int)
+    stdout_csv = hpo(["export", "results.h5"], tmp_path).stdout
+    assert stdout_csv.splitlines()[0].startswith("trial_id,status,value,param_x")
+
+
+def test_same_seed_same_search(tmp_path):
+    for name in ("a", "b"):
+        write_experiment(tmp_path / name, experiment(trials=10, seed=42, extra_phases=False), OBJECTIVE)
+        assert hpo(["run", "experiment.toml"], tmp_path / name).returncode == 0
+    a, b = (read_results(tmp_path / n / "results.h5").records() for n in ("a", "b"))
+    keys = ["trial_id", "status", "value", "param_x", "param_lr", "param_units", "param_act"]
+    def table(rows):  # NaN (the value of a failed trial) never equals itself; compare it as None
+        return [[None if isinstance(r[k], float) and math.isnan(r[k]) else r[k] for k in keys] for r in rows]
+
+    assert table(a) == table(b)
+
+
+def test_flags_override_the_file_and_the_resolved_config_is_stored(tmp_path):
+    write_experiment(tmp_path, experiment(trials=50, extra_phases=False), OBJECTIVE)
+    out = hpo(["run", "experiment.toml", "--trials", "5", "--seed", "9", "--results", "other.h5"], tmp_path)
+    assert out.returncode == 0, out.output
+    assert not (tmp_path / "results.h5").exists()
+    assert len(read_results(tmp_path / "other.h5").records()) == 5
+    with h5py.File(tmp_path / "other.h5", "r") as f:
+        config = f.attrs["config"]
+        assert 'results = "other.h5"' in config and "seed = 9" in config and "trials = 5" in config
+        assert f.attrs["seed"] == 9 and f.attrs["budget"] == 5 and f.attrs["world_size"] == 1
+
+
+def test_seed_is_drawn_and_stored_when_not_given(tmp_path):
+    write_experiment(tmp_path, experiment(trials=3, extra_phases=False).replace("seed = 1\n", ""), OBJECTIVE)
+    assert hpo(["run", "experiment.toml"], tmp_path).returncode == 0
+    with h5py.File(tmp_path / "results.h5", "r") as f:
+        assert f.attrs["seed"] >= 0 and f"seed = {f.attrs['seed']}" in f.attrs["config"]
+
+
+def test_existing_results_are_refused_then_overwritten_on_request(finished_run):
+    tmp_path, _ = finished_run
+    before = (tmp_path / "results.h5").read_bytes()
+    refused = hpo(["run", "experiment.toml"], tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("hpc_hpo: error: experiment.results: 'results.h5' already exists; pass "
+                                      "--overwrite to replace it, or choose another --results (got 'results.h5')")
+    assert (tmp_path / "results.h5").read_bytes() == before
+    again = hpo(["run", "experiment.toml", "--overwrite", "--trials", "3"], tmp_path)
+    assert again.returncode == 0 and len(read_results(tmp_path / "results.h5").records()) == 2 + 24 + 3
+
+
+def test_broken_objective_stops_with_a_clear_error(tmp_path):
+    write_experiment(tmp_path, experiment(trials=50, extra_phases=False),
+                     "def objective(params):\n    return 1 / 0\n")
+    out = hpo(["run", "experiment.toml"], tmp_path)
+    assert out.returncode == 1
+    assert ("hpc_hpo: error: the first 10 trials all failed; the objective looks broken. Last error: "
+            "ZeroDivisionError: division by zero (rank 0 on ") in out.stderr
+    rows = read_results(tmp_path / "results.h5").records()
+    assert len(rows) == 10 and all(r["status"] == "failed" for r in rows)
+
+
+def test_check_validates_and_prints_the_resolved_experiment(tmp_path):
+    write_experiment(tmp_path, experiment(trials=7), OBJECTIVE)
+    out = hpo(["check", "experiment.toml"], tmp_path)
+    assert out.returncode == 0, out.output
+    assert out.stdout.startswith("[experiment]\nname = \"e2e\"")
+    assert "# ok: 33 trials (explicit 2, grid 24, random 7)" in out.stderr
+    broken = hpo(["check"], tmp_path / "..")  # the built-in default experiment
+    assert broken.returncode == 0 and "griewank-default" in broken.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--bogus"], "hpc_hpo: error: unrecognized arguments: --bogus"),
+    (["run", "--trials", "many"], "hpc_hpo: error: argument --trials: invalid int value: 'many'"),
+    (["launch"], "hpc_hpo: error: argument COMMAND: invalid choice: 'launch'"),
+    (["run", "missing.toml"], "hpc_hpo: error: missing.toml: no such experiment file"),
+    (["status", "missing.h5"], "hpc_hpo: error: missing.h5: no such results file"),
+    (["export", "x.h5", "-o", "out.xlsx"], "hpc_hpo: error: --format: cannot tell the format from 'out.xlsx'"),
+])
+def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, args, message):
+    out = hpo(args, tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith(message) and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_help_documents_every_command(tmp_path):
+    out = hpo(["--help"], tmp_path)
+    assert out.returncode == 0
+    for word in ("run", "check", "status", "export", "exit codes"):
+        assert word in out.stdout
+    run_help = hpo(["run", "--help"], tmp_path).stdout
+    for flag in ("--results", "--seed", "--trials", "--overwrite", "--progress-every", "--verbose", "--quiet"):
+        assert flag in run_help
