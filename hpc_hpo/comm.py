@@ -28,31 +28,37 @@ MASTER = 0
 
 
 class Backoff:
-    """Waits between polls: a few quick yields, then sleeps that double up to ``max_sleep``.
+    """Waits between polls: yields for ``spin`` seconds, then sleeps that double up to ``max_sleep``.
 
-    The yields keep latency at a few microseconds when messages stream in; the sleeps keep
-    an idle rank near 0% CPU (about ``1 / max_sleep`` wake-ups a second).
+    Yielding keeps the reply latency at microseconds while messages stream in; the sleeps
+    keep an idle rank near 0% CPU (about ``1 / max_sleep`` wake-ups a second).
     """
 
-    def __init__(self, spins: int = 20, first_sleep: float = 50e-6, max_sleep: float = 0.005):
-        self.spins = spins
+    def __init__(self, spin: float = 0.0002, first_sleep: float = 50e-6, max_sleep: float = 0.002):
+        self.spin = spin
         self.first_sleep = first_sleep
         self.max_sleep = max_sleep
-        self.rounds = 0
+        self.reset()
 
     def reset(self) -> None:
-        self.rounds = 0
+        """A message arrived: the next wait starts with yields again."""
+        self._since: float | None = None
+        self._sleep = self.first_sleep
 
     @property
-    def spinning(self) -> bool:
-        return self.rounds < self.spins
+    def idle_for(self) -> float:
+        """Seconds since the first wait after the last reset."""
+        return 0.0 if self._since is None else time.monotonic() - self._since
 
     def wait(self) -> None:
-        if self.rounds < self.spins:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if now - self._since < self.spin:
             os.sched_yield()
-        else:
-            time.sleep(min(self.max_sleep, self.first_sleep * 2.0 ** (self.rounds - self.spins)))
-        self.rounds += 1
+            return
+        time.sleep(self._sleep)
+        self._sleep = min(self._sleep * 2.0, self.max_sleep)
 
 
 class Comm:
@@ -74,7 +80,7 @@ class Comm:
 
     def wait(self, backoff: Backoff | None = None) -> tuple[int, Message]:
         """The next message, polling with back-off."""
-        backoff = backoff or Backoff(max_sleep=0.01)
+        backoff = backoff or Backoff(spin=0.001, max_sleep=0.01)
         while True:
             received = self.poll()
             if received is not None:
@@ -135,11 +141,10 @@ class MpiComm(Comm):
 
     def poll(self) -> tuple[int, Message] | None:
         status = self._status
-        if not self._comm.Iprobe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status):
+        matched = self._comm.improbe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status)
+        if matched is None:
             return None
-        source, tag = status.Get_source(), status.Get_tag()
-        payload = self._comm.recv(source=source, tag=tag)
-        return source, decode(tag, payload)
+        return status.Get_source(), decode(status.Get_tag(), matched.recv())
 
     def abort(self, code: int) -> None:
         self._comm.Abort(code)

@@ -8,15 +8,15 @@ The conversation of one worker:
     worker -> master   Result(...)              the master answers with the next Task or Stop
     master -> worker   Stop(exit_code)
 
-Messages are frozen dataclasses in the code. On the wire they travel as a plain tuple of
-their fields with the class's tag as the MPI tag: pickling a tuple costs a fifth of
-pickling the dataclass, and the master handles every result.
+Messages are immutable NamedTuples, not frozen dataclasses: the master builds and reads
+several per trial, and a NamedTuple costs 0.3 us to build where a frozen dataclass costs
+2.2 us. A message travels as the plain tuple of its fields with its class's ``TAG`` as the
+MPI tag, so pickling never has to look up a class (a fifth of the cost).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._version import __version__
 
@@ -24,8 +24,7 @@ from ._version import __version__
 PROTOCOL_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Setup:
+class Setup(NamedTuple):
     """The resolved experiment (a :class:`hpc_hpo.config.Config`), sent once to each worker."""
 
     TAG = 1
@@ -34,8 +33,7 @@ class Setup:
     protocol: int = PROTOCOL_VERSION
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
+class Hello(NamedTuple):
     """A worker is ready (or, with ``error``, cannot load the objective)."""
 
     TAG = 2
@@ -47,8 +45,7 @@ class Hello:
     error: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Task:
+class Task(NamedTuple):
     """Evaluate ``params`` as trial ``trial_id`` of ``phase`` (1-based)."""
 
     TAG = 3
@@ -58,8 +55,7 @@ class Task:
     strategy: str
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     """The outcome of a Task: ``value`` and ``metrics``, or ``error`` for a failed trial."""
 
     TAG = 4
@@ -71,8 +67,7 @@ class Result:
     t_end: float
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(NamedTuple):
     """No more work: the worker leaves its loop and exits with ``exit_code``."""
 
     TAG = 5
@@ -82,13 +77,11 @@ class Stop:
 Message = Setup | Hello | Task | Result | Stop
 
 _BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Setup, Hello, Task, Result, Stop)}
-_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _BY_TAG.values()}
 
 
 def encode(message: Message) -> tuple[int, tuple]:
     """(tag, payload) for the wire."""
-    cls = type(message)
-    return cls.TAG, tuple(getattr(message, name) for name in _FIELDS[cls])
+    return message.TAG, tuple(message)
 
 
 def decode(tag: int, payload: tuple) -> Message:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 RUNNING = "running"
 DONE = "done"
@@ -12,12 +12,16 @@ FAILED = "failed"
 STATUSES = (DONE, FAILED, RUNNING)
 
 
-@dataclass(frozen=True, slots=True)
-class TrialRecord:
+#: The metrics of a trial that has none (shared, so it must not be changed).
+NO_METRICS: Any = MappingProxyType({})
+
+
+class TrialRecord(NamedTuple):
     """One trial: where it came from, where it ran, what it gave.
 
     ``value`` is what the objective returned (None unless ``status`` is done); times are
-    UNIX seconds (NaN until known).
+    UNIX seconds (NaN until known). An immutable NamedTuple, like the protocol messages:
+    the master builds two per trial.
     """
 
     trial_id: int
@@ -31,7 +35,7 @@ class TrialRecord:
     t_start: float = float("nan")
     t_end: float = float("nan")
     value: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = NO_METRICS
     error: str = ""
 
 

@@ -4,11 +4,13 @@ The scheduler decides which trial each free worker runs, keeps the budget of eve
 records results, and stops the workers when the budget is spent or the objective looks
 broken. It does no I/O and knows nothing of MPI or HDF5: the master driver turns messages
 into events and carries out the instructions, so this logic is tested without MPI.
+Events and instructions are NamedTuples, cheap enough to make several per trial.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,16 +23,14 @@ from .strategies import STRATEGIES, Strategy
 # --- events: what happened ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerReady:
+class WorkerReady(NamedTuple):
     """A worker has said Hello and waits for its first task."""
 
     rank: int
     host: str
 
 
-@dataclass(frozen=True, slots=True)
-class TrialFinished:
+class TrialFinished(NamedTuple):
     """A worker sent back the result of its trial."""
 
     rank: int
@@ -42,22 +42,19 @@ Event = WorkerReady | TrialFinished
 # --- instructions: what the driver must do -------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Dispatch:
+class Dispatch(NamedTuple):
     """Send this trial to its worker (``trial.rank``) and show it as running."""
 
     trial: TrialRecord
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """Store this finished trial."""
 
     trial: TrialRecord
 
 
-@dataclass(frozen=True, slots=True)
-class StopWorker:
+class StopWorker(NamedTuple):
     """Tell this worker to exit with ``exit_code``."""
 
     rank: int
@@ -132,8 +129,8 @@ class Scheduler:
 
     @property
     def finished(self) -> bool:
-        """Every worker that joined has been stopped and no trial is still running."""
-        return bool(self.hosts) and self.stopped == set(self.hosts) and not self.running
+        """Every worker that joined has been stopped (so no trial is still running)."""
+        return len(self.stopped) == len(self.hosts) > 0
 
     def handle(self, event: Event, now: float) -> list[Instruction]:
         if isinstance(event, TrialFinished):

@@ -133,7 +133,7 @@ def check_results_path(path: str | Path, overwrite: bool, where: str = "experime
 class ResultsWriter:
     """The master's handle on the results file. Nothing else writes it during a run."""
 
-    def __init__(self, file: h5py.File, space: Space, slots: int, flush_interval: float = 0.05):
+    def __init__(self, file: h5py.File, space: Space, slots: int, flush_interval: float = 0.1):
         self.file = file
         self.space = space
         self.dtype = file["trials"].dtype
@@ -145,11 +145,11 @@ class ResultsWriter:
         self._runs = file["runs"]
         self.metric_names: list[str] = [n.decode() for n in self._metric_names_ds[:]]
         self._metric_index = {name: i for i, name in enumerate(self.metric_names)}
-        self._columns = [param_column(p.name) for p in space.params]
-        self._encoders = [_encoder(p) for p in space.params]
+        self._encoders = [(p.name, _encoder(p)) for p in space.params]
+        self._bytes: dict[str, bytes] = {}  # host, strategy and status strings, encoded once
         self._rows: list[tuple] = []
         self._row_metrics: list[dict[str, float]] = []
-        self._running = np.zeros(slots, dtype=self.dtype)
+        self._slots: list[TrialRecord | None] = [None] * slots
         self._running_dirty = True
         self._dirty_since: float | None = None
         self.run_index = -1
@@ -159,7 +159,7 @@ class ResultsWriter:
 
     @classmethod
     def create(cls, path: str | Path, space: Space, attrs: dict[str, Any], slots: int,
-               overwrite: bool = False, flush_interval: float = 0.05) -> ResultsWriter:
+               overwrite: bool = False, flush_interval: float = 0.1) -> ResultsWriter:
         """Create the file with its layout and attributes, then switch it to SWMR mode."""
         path = Path(path)
         try:
@@ -197,14 +197,19 @@ class ResultsWriter:
 
     # -- writing -------------------------------------------------------------------------
 
+    def _text(self, text: str, size: int) -> bytes:
+        encoded = self._bytes.get(text)
+        if encoded is None:
+            encoded = self._bytes[text] = fit_bytes(text, size)
+        return encoded
+
     def _row(self, record: TrialRecord) -> tuple:
-        value = math.nan if record.value is None else float(record.value)
         params = record.params
         return (
-            record.trial_id, record.status.encode(), value, record.phase, record.strategy.encode()[:16],
-            record.rank, fit_bytes(record.host, HOST_BYTES), record.t_submit, record.t_start, record.t_end,
-            fit_bytes(record.error, ERROR_BYTES),
-            *(encode(params[p.name]) for p, encode in zip(self.space.params, self._encoders, strict=True)),
+            record.trial_id, self._text(record.status, 10), math.nan if record.value is None else record.value,
+            record.phase, self._text(record.strategy, 16), record.rank, self._text(record.host, HOST_BYTES),
+            record.t_submit, record.t_start, record.t_end, fit_bytes(record.error, ERROR_BYTES) if record.error else b"",
+            *[params[name] if encode is None else encode(params[name]) for name, encode in self._encoders],
         )
 
     def _touch(self) -> None:
@@ -219,7 +224,7 @@ class ResultsWriter:
 
     def set_running(self, slot: int, record: TrialRecord | None) -> None:
         """Show ``record`` as running in ``slot`` (one slot per worker), or free the slot."""
-        self._running[slot] = self._row(record) if record is not None else np.zeros((), dtype=self.dtype)
+        self._slots[slot] = record  # encoded at the flush: only the last state of a slot is written
         self._running_dirty = True
         self._touch()
 
@@ -244,7 +249,11 @@ class ResultsWriter:
             self._rows.clear()
             self._row_metrics.clear()
         if self._running_dirty:
-            self._running_ds[:] = self._running
+            running = np.zeros(len(self._slots), dtype=self.dtype)  # status b"": a free slot
+            for i, record in enumerate(self._slots):
+                if record is not None:
+                    running[i] = self._row(record)
+            self._running_ds[:] = running
             self._running_dirty = False
         self.file.flush()
         self._dirty_since = None
@@ -283,11 +292,10 @@ class ResultsWriter:
 
 
 def _encoder(param: Param):
-    """How a parameter value goes into its column."""
-    kind = "float" if isinstance(param, FloatParam) else "int" if isinstance(param, IntParam) else param.kind
-    if kind == "str":
-        return lambda v: str(v).encode()
-    return lambda v: v
+    """How a parameter value goes into its column: None when it goes in as it is."""
+    if isinstance(param, (FloatParam, IntParam)) or param.kind != "str":
+        return None
+    return lambda value: str(value).encode()
 
 
 # --- reading -----------------------------------------------------------------------------

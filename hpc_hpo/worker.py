@@ -79,7 +79,7 @@ class Worker:
 def run_worker(comm: Comm) -> int:
     """Serve the master until it says Stop; return the exit code it gives."""
     worker = Worker(comm.rank)
-    backoff = Backoff(max_sleep=0.01)
+    backoff = Backoff(spin=0.001, max_sleep=0.01)
     while True:
         _, message = comm.wait(backoff)
         backoff.reset()
