@@ -7,7 +7,7 @@ MPI and never imports TensorFlow.
 
 from ._version import __version__
 from .config import Config, load_config
-from .errors import ConfigError, HpoError, ObjectiveBrokenError, ObjectiveImportError, StoreError
+from .errors import ConfigError, HpoError, ObjectiveImportError, StoreError
 from .objective import TrialContext
 from .store import Results, read_results
 
@@ -15,7 +15,6 @@ __all__ = [
     "Config",
     "ConfigError",
     "HpoError",
-    "ObjectiveBrokenError",
     "ObjectiveImportError",
     "Results",
     "StoreError",

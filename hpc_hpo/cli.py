@@ -30,6 +30,16 @@ examples:
 """
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds (got {text!r})") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line and exit code 2, like every other input error."""
 
@@ -54,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, metavar="N", help="random seed (overrides experiment.seed)")
     run.add_argument("--trials", type=int, metavar="N", help="number of trials of the last phase (overrides its 'trials')")
     run.add_argument("--overwrite", action="store_true", help="replace an existing results file (refused otherwise)")
-    run.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
+    run.add_argument("--progress-every", type=_positive_seconds, default=10.0, metavar="SECONDS",
                      help="seconds between progress lines of the master (default: 10)")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="more log output: -v logs every trial, -vv also the workers' debug lines")

@@ -26,6 +26,9 @@ LAUNCHER_HINTS = (
 
 MASTER = 0
 
+#: Give up the CPU for a moment (sched_yield where the platform has it, as on Linux).
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
+
 
 class Backoff:
     """Waits between polls: yields for ``spin`` seconds, then sleeps that double up to ``max_sleep``.
@@ -55,7 +58,7 @@ class Backoff:
         if self._since is None:
             self._since = now
         if now - self._since < self.spin:
-            os.sched_yield()
+            _yield()
             return
         time.sleep(self._sleep)
         self._sleep = min(self._sleep * 2.0, self.max_sleep)

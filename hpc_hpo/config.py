@@ -72,7 +72,11 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole, validated experiment. ``base_dir`` is where relative objective files are found."""
+    """A whole, validated experiment.
+
+    ``base_dir`` is where relative objective files are found; ``source`` is the experiment
+    file it was read from (absolute), stored in the results file.
+    """
 
     experiment: ExperimentConfig
     space: Space
@@ -111,7 +115,7 @@ def load_config(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: TOML syntax error: {exc}") from None
     base_dir = str(file.resolve().parent)
-    return parse_config(data, base_dir=base_dir, source=str(file), default_name=file.stem)
+    return parse_config(data, base_dir=base_dir, source=str(file.resolve()), default_name=file.stem)
 
 
 def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "", default_name: str = "experiment") -> Config:

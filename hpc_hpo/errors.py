@@ -32,10 +32,6 @@ class ObjectiveImportError(ConfigError):
     """The objective named in the experiment cannot be imported or is not callable."""
 
 
-class ObjectiveBrokenError(HpoError):
-    """The first trials of a run all failed, so the objective itself looks broken."""
-
-
 class StoreError(HpoError):
     """A results file that cannot be created, opened or read: the user must fix a path."""
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from .store import Results
 
-FORMATS = ("csv", "json")
 _FIRST = ["trial_id", "status", "value"]
 
 

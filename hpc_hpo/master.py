@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .comm import Backoff, Comm
 from .config import Config, apply_overrides, load_config, to_toml, with_seed
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, HpoError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, HpoError
 from .progress import ProgressReporter
 from .protocol import Hello, Result, Setup, Stop, Task
 from .scheduler import Dispatch, Record, Scheduler, StopWorker, TrialFinished, WorkerReady
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 #: Bounds of the master's sleep between polls while it waits for results (see _adapt_sleep).
 MIN_IDLE_SLEEP = 0.002
 MAX_IDLE_SLEEP = 0.02
+#: While results stream in, look at the clock (flush due? progress line due?) every this many.
+CHECK_EVERY = 32
 
 
 @dataclass(frozen=True)
@@ -125,15 +127,16 @@ def run_master(comm: Comm, options: RunOptions) -> int:
             config.results_path, config.space, slots=len(comm.worker_ranks), overwrite=options.overwrite,
             flush_interval=options.flush_interval,
             attrs={"name": e.name, "objective": e.objective, "direction": e.direction, "seed": e.seed,
-                   "budget": config.budget, "world_size": comm.size, "config": to_toml(config)},
+                   "budget": config.budget, "world_size": comm.size, "config": to_toml(config),
+                   "experiment_file": config.source},
         )
     except HpoError as exc:
         fail(str(exc))
         stop_all(comm, exc.exit_code)
         return exc.exit_code
     writer.start_run(world_size=comm.size, workers=len(comm.worker_ranks), host=socket.gethostname())
-    log.info("experiment %s: %d trials in %d phase%s, seed %d, results in %s", e.name, config.budget,
-             len(config.phases), "s" if len(config.phases) > 1 else "", e.seed, config.results_path)
+    log.info("experiment %s (%s): %d trials in %d phase%s, seed %d, results in %s", e.name, config.source,
+             config.budget, len(config.phases), "s" if len(config.phases) > 1 else "", e.seed, config.results_path)
     log.info(describe_hosts(hellos, comm.size))
     return MasterLoop(comm, config, writer, hellos, options).run()
 
@@ -170,13 +173,14 @@ class MasterLoop:
         An idle wake-up costs 70-100 us of CPU on a busy node, so 1-second trials with a 2 ms
         back-off would cost 4% of a core; with 5 ms it is under 3%.
         """
-        self._typical_duration = 0.9 * self._typical_duration + 0.1 * duration
+        typical = self._typical_duration
+        self._typical_duration = duration if typical == 0.0 else 0.9 * typical + 0.1 * duration
         backoff.max_sleep = min(MAX_IDLE_SLEEP, max(MIN_IDLE_SLEEP, self._typical_duration / 200))
 
     def run(self) -> int:
         scheduler, writer, comm = self.scheduler, self.writer, self.comm
         loop_start, cpu_start = time.monotonic(), time.process_time()
-        exit_code = EXIT_INTERRUPTED
+        exit_code = EXIT_FAILED  # what /runs records if the loop dies of an internal error
         try:
             for hello in self.hellos:
                 self.apply(scheduler.handle(WorkerReady(hello.rank, hello.host), time.time()))
@@ -198,11 +202,14 @@ class MasterLoop:
                 self.apply(scheduler.handle(TrialFinished(source, message), time.time()))
                 self._adapt_sleep(backoff, message.t_end - message.t_start)
                 handled += 1
-                if handled % 32 == 0:  # under a flood of results: write at least every flush_interval
+                if handled % CHECK_EVERY == 0:  # under a flood of results: write at least every flush_interval
                     if writer.due(idle=False):
                         writer.flush()
                     self.reporter.tick(len(scheduler.running))
             exit_code = scheduler.exit_code
+        except KeyboardInterrupt:
+            exit_code = EXIT_INTERRUPTED
+            raise
         finally:
             p = scheduler.progress
             writer.close(exit_code, trials=p.finished, loop_seconds=time.monotonic() - loop_start,

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ObjectiveImportError
 
-#: Metric names become column names, so they follow the parameter-name rule.
+#: Metric names are stored as fixed-length UTF-8 (SWMR allows nothing else): at most this many bytes.
 MAX_METRIC_NAME = 64
 #: Traceback frames kept in the error of a failed trial (the last ones, nearest the raise).
 ERROR_FRAMES = 4
@@ -176,8 +176,8 @@ def judge(raw: Any) -> Outcome:
         for key, item in raw.items():
             if key == "value":
                 continue
-            if not isinstance(key, str) or not key or len(key) > MAX_METRIC_NAME:
-                return bad(f"metric names must be strings of 1 to {MAX_METRIC_NAME} characters (got {key!r})")
+            if not isinstance(key, str) or not key or len(key.encode()) > MAX_METRIC_NAME:
+                return bad(f"metric names must be strings of 1 to {MAX_METRIC_NAME} bytes (got {key!r})")
             number = _as_number(item)
             if number is None:
                 return bad(f"metric {key!r} is not a number (got {_short_repr(item)})")

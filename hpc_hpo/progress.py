@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .records import FAILED, TrialRecord, describe_params
+from .records import FAILED, TrialRecord, describe_params, format_duration
 from .scheduler import Progress
 
 log = logging.getLogger("hpc_hpo.master")
@@ -53,13 +53,5 @@ class ProgressReporter:
         text += f", {rate * 3600:.0f} trials/h" if rate < 1 else f", {rate:.1f} trials/s"
         remaining = p.budget - p.finished
         if remaining > 0 and rate > 0:
-            text += f", about {_duration(remaining / rate)} left"
+            text += f", about {format_duration(remaining / rate)} left"
         return text
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -42,3 +42,12 @@ class TrialRecord(NamedTuple):
 def describe_params(params: dict[str, Any]) -> str:
     """``x=0.5 lr=0.001 act=relu``: parameters on one line, floats to 6 significant digits."""
     return " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``12.5 min``, ``3.1 h``: a duration as people read it."""
+    if seconds < 120:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

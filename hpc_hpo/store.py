@@ -146,14 +146,13 @@ class ResultsWriter:
         self.metric_names: list[str] = [n.decode() for n in self._metric_names_ds[:]]
         self._metric_index = {name: i for i, name in enumerate(self.metric_names)}
         self._encoders = [(p.name, _encoder(p)) for p in space.params]
-        self._bytes: dict[str, bytes] = {}  # host, strategy and status strings, encoded once
+        self._bytes: dict[tuple[str, int], bytes] = {}  # host, strategy and status strings, encoded once
         self._rows: list[tuple] = []
         self._row_metrics: list[dict[str, float]] = []
         self._slots: list[TrialRecord | None] = [None] * slots
         self._running_dirty = True
         self._dirty_since: float | None = None
         self.run_index = -1
-        self.flushes = 0
 
     # -- creating ------------------------------------------------------------------------
 
@@ -198,9 +197,9 @@ class ResultsWriter:
     # -- writing -------------------------------------------------------------------------
 
     def _text(self, text: str, size: int) -> bytes:
-        encoded = self._bytes.get(text)
+        encoded = self._bytes.get((text, size))
         if encoded is None:
-            encoded = self._bytes[text] = fit_bytes(text, size)
+            encoded = self._bytes[text, size] = fit_bytes(text, size)
         return encoded
 
     def _row(self, record: TrialRecord) -> tuple:
@@ -257,7 +256,6 @@ class ResultsWriter:
             self._running_dirty = False
         self.file.flush()
         self._dirty_since = None
-        self.flushes += 1
 
     def _write_metrics(self, n0: int, n1: int) -> None:
         new = [name for m in self._row_metrics for name in m if name not in self._metric_index]

@@ -7,20 +7,12 @@ import time
 from collections import Counter
 from datetime import datetime
 
-from .records import STATUSES, describe_params
+from .records import STATUSES, describe_params, format_duration
 from .store import Results, best_row, params_of
 
 
 def _clock(t: float) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if math.isfinite(t) else "-"
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}min"
-    return f"{seconds / 3600:.1f}h"
 
 
 def status_text(results: Results, now: float | None = None) -> str:
@@ -42,7 +34,8 @@ def status_text(results: Results, now: float | None = None) -> str:
     if running:
         lines.append("running     trial    rank  host                  age")
         for r in running:
-            lines.append(f"            {r['trial_id']:<8d} {r['rank']:<5d} {r['host'][:20]:<21s} {_age(now - r['t_submit'])}")
+            age = format_duration(now - r["t_submit"])
+            lines.append(f"            {r['trial_id']:<8d} {r['rank']:<5d} {r['host'][:20]:<21s} {age}")
     for run in results.runs:
         end = run["t_end"]
         state = "running or killed" if not math.isfinite(end) else f"ended {_clock(end)}, exit code {run['exit_code']}"

@@ -91,6 +91,7 @@ def test_flags_override_the_file_and_the_resolved_config_is_stored(tmp_path):
         config = f.attrs["config"]
         assert 'results = "other.h5"' in config and "seed = 9" in config and "trials = 5" in config
         assert f.attrs["seed"] == 9 and f.attrs["budget"] == 5 and f.attrs["world_size"] == 1
+        assert f.attrs["experiment_file"] == str(tmp_path / "experiment.toml")
 
 
 def test_seed_is_drawn_and_stored_when_not_given(tmp_path):
@@ -136,6 +137,7 @@ def test_check_validates_and_prints_the_resolved_experiment(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["run", "--bogus"], "hpc_hpo: error: unrecognized arguments: --bogus"),
     (["run", "--trials", "many"], "hpc_hpo: error: argument --trials: invalid int value: 'many'"),
+    (["run", "--progress-every", "0"], "hpc_hpo: error: argument --progress-every: must be > 0 (got '0')"),
     (["launch"], "hpc_hpo: error: argument COMMAND: invalid choice: 'launch'"),
     (["run", "missing.toml"], "hpc_hpo: error: missing.toml: no such experiment file"),
     (["status", "missing.h5"], "hpc_hpo: error: missing.h5: no such results file"),
@@ -164,3 +166,33 @@ def test_the_griewank_example_runs_from_anywhere(tmp_path):
     assert len(rows) == 1 + 108 + 100 and all(r["status"] == "done" for r in rows)
     assert rows[0]["param_act"] == "relu" and rows[0]["param_bs"] == 64
     assert min(r["value"] for r in rows) < 0.1
+
+
+def test_ctrl_c_keeps_every_finished_trial(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import base_env
+
+    write_experiment(tmp_path, experiment(trials=500, sleep=0.05, extra_phases=False), OBJECTIVE)
+    proc = subprocess.Popen([sys.executable, "-m", "hpc_hpo", "run", "experiment.toml"], cwd=tmp_path, env=base_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (tmp_path / "results.h5").exists() and len(read_results(tmp_path / "results.h5").records()) >= 5:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted; the results file holds every trial finished so far" in err
+    results = read_results(tmp_path / "results.h5")
+    finished = [r for r in results.records() if r["status"] != "running"]
+    assert 5 <= len(finished) < 500
+    assert sorted(r["trial_id"] for r in finished) == list(range(len(finished)))
+    assert results.runs[0]["exit_code"] == 130 and results.runs[0]["trials"] == len(finished)

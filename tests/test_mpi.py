@@ -13,7 +13,7 @@ import pytest
 
 from hpc_hpo.store import read_results
 
-from conftest import base_env, hpo, mpirun_command, write_experiment
+from conftest import base_env, hpo, mpirun_command, run_command, write_experiment
 from experiments import OBJECTIVE, experiment
 
 TIMEOUT = 180
@@ -140,3 +140,35 @@ def test_results_can_be_read_while_the_run_writes_them(tmp_path):
     assert status_outputs and status_outputs[0].returncode == 0
     assert "running     trial" in status_outputs[0].stdout and "running or killed" in status_outputs[0].stdout
     assert len(read_results(tmp_path / "results.h5").records()) == 30
+
+
+INJECT = """
+import sys
+from hpc_hpo import scheduler, worker
+
+def boom(*args):
+    raise RuntimeError("injected fault")
+
+if sys.argv[1] == "master":
+    scheduler.Scheduler._on_result = boom
+else:
+    worker.Worker.run_task = boom
+from hpc_hpo.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["master", "worker"])
+def test_an_internal_error_aborts_every_rank(tmp_path, where):
+    """A bug in hpc_hpo itself (injected here) must end the whole job, not leave ranks waiting."""
+    write_experiment(tmp_path, experiment(trials=50, extra_phases=False), OBJECTIVE)
+    (tmp_path / "inject.py").write_text(INJECT)
+    cmd = mpirun_command(3, ["run", "experiment.toml"])
+    cmd[cmd.index("-m"):cmd.index("run")] = ["inject.py", where]
+    started = time.monotonic()
+    out = run_command(cmd, tmp_path, timeout=60)
+    assert out.returncode != 0
+    assert "internal error on rank" in out.stderr and "RuntimeError: injected fault" in out.stderr
+    assert time.monotonic() - started < 30
+    if where == "master":  # the master still closed its file cleanly before aborting
+        assert read_results(tmp_path / "results.h5").runs[0]["exit_code"] == 1

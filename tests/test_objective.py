@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ def test_numbers_and_dicts_are_accepted(raw, value, metrics):
     ({"loss": 1.0}, "returned a dict without a 'value' key"),
     ({"value": 1.0, "note": "good"}, "metric 'note' is not a number (got 'good')"),
     ({"value": float("nan")}, "returned nan"),
+    ({"value": 1.0, "é" * 40: 1.0}, "metric names must be strings of 1 to 64 bytes"),
 ])
 def test_anything_else_is_a_failed_trial_with_a_reason(raw, message):
     outcome = judge(raw)
@@ -83,6 +85,13 @@ def test_trial_seeds_differ_between_trials_and_repeat_for_the_same_trial(tmp_pat
 def test_workdir_is_only_created_when_used(tmp_path):
     context(tmp_path)
     assert not (tmp_path / "trials").exists()
+
+
+def test_the_contract_spelling_of_the_example_objective_works_from_the_repository_root(tmp_path):
+    repo = str(Path(__file__).resolve().parent.parent)
+    objective = load_objective("examples.griewank:objective", repo)
+    outcome = objective({"x": 0.0, "y": 0.0, "lr": 1e-3, "units": 64, "act": "relu"}, context(tmp_path))
+    assert outcome.value == 0.0 and outcome.metrics["rank"] == 3
 
 
 def test_module_objective_is_found_next_to_the_experiment(tmp_path):
