@@ -121,15 +121,18 @@ def _usage_error(message: str, argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .comm import open_comm
+    from .comm import LocalComm, open_comm
     from .logs import levels, setup_logging
     from .master import RunOptions, run_master
     from .worker import Worker, run_worker
 
     options = RunOptions(config_path=args.config, results=args.results, seed=args.seed, trials=args.trials,
                          overwrite=args.overwrite, progress_every=args.progress_every)
-    local_worker = Worker(rank=0)
-    comm = open_comm(local_worker.handle)
+    comm = open_comm()
+    local_worker = None
+    if isinstance(comm, LocalComm):  # one process: the master talks to an in-process worker
+        local_worker = Worker(0, send=comm.reply)
+        comm.handler = local_worker.handle
     master_level, worker_level = levels(-1 if args.quiet else args.verbose)
     setup_logging(comm.rank, master_level if comm.rank == 0 else worker_level)
     try:
@@ -144,7 +147,8 @@ def _run(args: argparse.Namespace) -> int:
         comm.abort(EXIT_FAILED)
         return EXIT_FAILED
     finally:
-        local_worker.close()
+        if local_worker is not None:
+            local_worker.close()
     comm.close()
     return code
 

@@ -101,13 +101,14 @@ class Comm:
 class LocalComm(Comm):
     """One process plays master and worker: a message to the worker is handled at once.
 
-    ``handler`` is the worker's ``handle(message) -> reply or None``; replies queue up for
-    the master's next ``poll``. The in-process worker counts as rank 0.
+    ``handler`` is the in-process worker's ``handle(message)``; the worker answers through
+    :meth:`reply`, and its answers queue up for the master's next ``poll``. The in-process
+    worker counts as rank 0.
     """
 
-    def __init__(self, handler: Callable[[Message], Message | None], finalize: Callable[[], None] | None = None):
+    def __init__(self, finalize: Callable[[], None] | None = None):
         self.rank, self.size = 0, 1
-        self._handler = handler
+        self.handler: Callable[[Message], None] | None = None
         self._replies: deque[Message] = deque()
         self._finalize = finalize
 
@@ -115,10 +116,12 @@ class LocalComm(Comm):
     def worker_ranks(self) -> list[int]:
         return [0]
 
+    def reply(self, message: Message) -> None:
+        """The in-process worker's way to answer the master."""
+        self._replies.append(message)
+
     def send(self, message: Message, dest: int) -> None:
-        reply = self._handler(message)
-        if reply is not None:
-            self._replies.append(reply)
+        self.handler(message)
 
     def poll(self) -> tuple[int, Message] | None:
         return (0, self._replies.popleft()) if self._replies else None
@@ -178,11 +181,11 @@ def init_mpi():
     return MPI
 
 
-def open_comm(local_handler: Callable[[Message], Message | None]) -> Comm:
-    """An MpiComm when launched with several ranks, else a LocalComm around ``local_handler``."""
+def open_comm() -> Comm:
+    """An MpiComm when launched with several ranks, else a LocalComm (give it a handler)."""
     if not launched_by_mpi():
-        return LocalComm(local_handler)
+        return LocalComm()
     MPI = init_mpi()  # noqa: N806
     if MPI.COMM_WORLD.Get_size() > 1:
         return MpiComm(MPI)
-    return LocalComm(local_handler, finalize=MPI.Finalize)
+    return LocalComm(finalize=MPI.Finalize)

@@ -32,10 +32,10 @@ else:  # pragma: no cover - exercised only on Python 3.10
 #: The experiment run when ``hpc_hpo run`` is given no file.
 DEFAULT_EXPERIMENT = Path(__file__).with_name("default_experiment.toml")
 
-EXPERIMENT_KEYS = ("name", "objective", "direction", "results", "seed", "workdir", "max_initial_failures")
+EXPERIMENT_KEYS = ("name", "objective", "direction", "results", "seed", "workdir", "max_initial_failures", "repeats")
 DIRECTIONS = ("minimize", "maximize")
 OBJECTIVE_PATTERN = re.compile(r"^(?P<target>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_.]*)$")
-PHASE_COMMON_KEYS = ("strategy", "name", "trials")
+PHASE_COMMON_KEYS = ("strategy", "name", "trials", "repeats")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class ExperimentConfig:
     seed: int = 0
     workdir: str = ""
     max_initial_failures: int = 10
+    repeats: int = 1
 
     @property
     def minimize(self) -> bool:
@@ -57,17 +58,27 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class PhaseConfig:
-    """One ``[[phase]]``: a strategy, how many trials it runs, and its own options."""
+    """One ``[[phase]]``: a strategy, how many points it proposes, and its own options.
+
+    Each point is evaluated ``repeats`` times (on different workers where possible), so the
+    phase runs ``trials * repeats`` trials.
+    """
 
     index: int  # 1-based, as users count phases
     strategy: str
     trials: int
     name: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    repeats: int = 1
 
     @property
     def label(self) -> str:
         return self.name or self.strategy
+
+    @property
+    def runs(self) -> int:
+        """Trials this phase runs: its points times their repeats."""
+        return self.trials * self.repeats
 
 
 @dataclass(frozen=True)
@@ -86,8 +97,8 @@ class Config:
 
     @property
     def budget(self) -> int:
-        """Total number of trials: the sum of the phases."""
-        return sum(p.trials for p in self.phases)
+        """Total number of trials (rows in the results file): the sum over the phases."""
+        return sum(p.runs for p in self.phases)
 
     @property
     def results_path(self) -> Path:
@@ -132,7 +143,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "",
         raise ConfigError('phase: at least one [[phase]] table is required (for example strategy = "random", trials = 20)')
     if not isinstance(phases_raw, list) or not all(isinstance(p, Mapping) for p in phases_raw):
         raise ConfigError("phase: must be written as [[phase]] tables (an array of tables)")
-    phases = tuple(_parse_phase(raw, i + 1, space) for i, raw in enumerate(phases_raw))
+    phases = tuple(_parse_phase(raw, i + 1, space, experiment.repeats) for i, raw in enumerate(phases_raw))
     return Config(experiment=experiment, space=space, phases=phases, base_dir=base_dir, source=source)
 
 
@@ -214,10 +225,11 @@ def _parse_experiment(table: Any, default_name: str) -> ExperimentConfig:
     failures = table.get("max_initial_failures", 10)
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
         raise ConfigError(f"{where}.max_initial_failures: must be an integer >= 0 (0 turns the check off) (got {failures!r})")
-    return ExperimentConfig(name, objective, direction, results, seed, workdir, failures)
+    repeats = check_positive_int(table.get("repeats", 1), f"{where}.repeats")
+    return ExperimentConfig(name, objective, direction, results, seed, workdir, failures, repeats)
 
 
-def _parse_phase(raw: Mapping[str, Any], index: int, space: Space) -> PhaseConfig:
+def _parse_phase(raw: Mapping[str, Any], index: int, space: Space, repeats: int) -> PhaseConfig:
     where = f"phase[{index}]"
     strategy = raw.get("strategy")
     if strategy is None:
@@ -241,7 +253,8 @@ def _parse_phase(raw: Mapping[str, Any], index: int, space: Space) -> PhaseConfi
                 f"{where}.trials: strategy '{strategy}' runs exactly its {trials} points; "
                 f"leave 'trials' out (got {raw['trials']!r})"
             )
-    return PhaseConfig(index=index, strategy=strategy, trials=trials, name=name, options=options)
+    repeats = check_positive_int(raw.get("repeats", repeats), f"{where}.repeats")
+    return PhaseConfig(index=index, strategy=strategy, trials=trials, name=name, options=options, repeats=repeats)
 
 
 # --- writing the resolved config back as TOML -------------------------------------------
@@ -283,6 +296,8 @@ def to_dict(config: Config) -> dict[str, Any]:
             table["name"] = phase.name
         if STRATEGIES[phase.strategy].sized_by_trials:
             table["trials"] = phase.trials
+        if phase.repeats != config.experiment.repeats:
+            table["repeats"] = phase.repeats
         for key in STRATEGIES[phase.strategy].options:
             if phase.options.get(key) is not None:
                 table[key] = phase.options[key]
@@ -296,6 +311,7 @@ def to_dict(config: Config) -> dict[str, Any]:
             **({"seed": e.seed} if e.seed >= 0 else {}),
             "workdir": e.workdir,
             "max_initial_failures": e.max_initial_failures,
+            "repeats": e.repeats,
         },
         "space": config.space.describe(),
         "phase": phases,

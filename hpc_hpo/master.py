@@ -25,8 +25,8 @@ from .comm import Backoff, Comm
 from .config import Config, apply_overrides, load_config, to_toml, with_seed
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, HpoError
 from .progress import ProgressReporter
-from .protocol import Hello, Result, Setup, Stop, Task
-from .scheduler import Dispatch, Record, Scheduler, StopWorker, TrialFinished, WorkerReady
+from .protocol import Hello, Result, Setup, Stop, Suggested, Task
+from .scheduler import Dispatch, Record, Scheduler, ShowRunning, StopWorker, TrialFinished, TrialStarted, WorkerReady
 from .store import ResultsWriter, check_results_path
 
 log = logging.getLogger(__name__)
@@ -156,16 +156,23 @@ class MasterLoop:
 
     def apply(self, instructions) -> None:
         for instruction in instructions:
-            if isinstance(instruction, Dispatch):
-                trial = instruction.trial
+            kind = type(instruction)
+            if kind is Dispatch:
+                trial, suggest = instruction
                 self.writer.set_running(self.slots[trial.rank], trial)
-                self.comm.send(Task(trial.trial_id, trial.params, trial.phase, trial.strategy), trial.rank)
-            elif isinstance(instruction, Record):
+                task = Task(trial.trial_id, trial.params, trial.phase, trial.strategy,
+                            None if suggest is None else tuple(suggest))
+                self.comm.send(task, trial.rank)
+            elif kind is Record:
                 self.writer.append(instruction.trial)
                 self.reporter.trial(instruction.trial)
-            elif isinstance(instruction, StopWorker):
+            elif kind is ShowRunning:
+                self.writer.set_running(self.slots[instruction.trial.rank], instruction.trial)
+            elif kind is StopWorker:
                 self.writer.set_running(self.slots[instruction.rank], None)
                 self.comm.send(Stop(instruction.exit_code), instruction.rank)
+            else:
+                raise TypeError(f"unknown instruction {instruction!r}")
 
     def _adapt_sleep(self, backoff: Backoff, duration: float) -> None:
         """Sleep longer while waiting when trials are long: added latency stays <= 0.5% of a trial.
@@ -197,10 +204,15 @@ class MasterLoop:
                     continue
                 backoff.reset()
                 source, message = received
-                if type(message) is not Result:
-                    raise RuntimeError(f"expected a Result from rank {source}, got {message!r}")
-                self.apply(scheduler.handle(TrialFinished(source, message), time.time()))
-                self._adapt_sleep(backoff, message.t_end - message.t_start)
+                kind = type(message)
+                if kind is Result:
+                    self.apply(scheduler.handle(TrialFinished(source, message), time.time()))
+                    self._adapt_sleep(backoff, message.t_end - message.t_start)
+                elif kind is Suggested:
+                    started = TrialStarted(source, message.trial_id, message.params, message.seconds)
+                    self.apply(scheduler.handle(started, time.time()))
+                else:
+                    raise RuntimeError(f"expected a Result or Suggested from rank {source}, got {message!r}")
                 handled += 1
                 if handled % CHECK_EVERY == 0:  # under a flood of results: write at least every flush_interval
                     if writer.due(idle=False):

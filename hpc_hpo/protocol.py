@@ -5,6 +5,7 @@ The conversation of one worker:
     master -> worker   Setup(config)            or Stop(exit_code) when the config is bad
     worker -> master   Hello(rank, host, ...)   error set if the objective cannot be loaded
     master -> worker   Task(...)                one in flight per worker
+    worker -> master   Suggested(...)           only for a Bayesian Task: the point it chose, first
     worker -> master   Result(...)              the master answers with the next Task or Stop
     master -> worker   Stop(exit_code)
 
@@ -21,7 +22,7 @@ from typing import Any, NamedTuple
 from ._version import __version__
 
 #: Raised when a message changes shape; master and workers must agree.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class Setup(NamedTuple):
@@ -46,13 +47,28 @@ class Hello(NamedTuple):
 
 
 class Task(NamedTuple):
-    """Evaluate ``params`` as trial ``trial_id`` of ``phase`` (1-based)."""
+    """Evaluate ``params`` as trial ``trial_id`` of ``phase`` (1-based).
+
+    For a Bayesian trial ``params`` is None and ``suggest`` is (observations the worker has
+    not seen, points pending elsewhere): the worker chooses the point, says so with
+    :class:`Suggested`, then evaluates it.
+    """
 
     TAG = 3
     trial_id: int
-    params: dict
+    params: dict | None
     phase: int
     strategy: str
+    suggest: tuple | None = None
+
+
+class Suggested(NamedTuple):
+    """The point a worker chose for its Bayesian trial, sent before it evaluates it."""
+
+    TAG = 6
+    trial_id: int
+    params: dict
+    seconds: float
 
 
 class Result(NamedTuple):
@@ -74,9 +90,9 @@ class Stop(NamedTuple):
     exit_code: int = 0
 
 
-Message = Setup | Hello | Task | Result | Stop
+Message = Setup | Hello | Task | Suggested | Result | Stop
 
-_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Setup, Hello, Task, Result, Stop)}
+_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Setup, Hello, Task, Suggested, Result, Stop)}
 
 
 def encode(message: Message) -> tuple[int, tuple]:

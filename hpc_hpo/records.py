@@ -20,8 +20,11 @@ class TrialRecord(NamedTuple):
     """One trial: where it came from, where it ran, what it gave.
 
     ``value`` is what the objective returned (None unless ``status`` is done); times are
-    UNIX seconds (NaN until known). An immutable NamedTuple, like the protocol messages:
-    the master builds two per trial.
+    UNIX seconds (NaN until known). ``params`` is None while a worker is still choosing the
+    point of a Bayesian trial. ``repeat`` counts evaluations of the same point (0 for the
+    first); ``group`` is the trial id of that first evaluation. ``suggest_seconds`` is the
+    time a worker spent choosing the point (NaN when the master chose it). An immutable
+    NamedTuple, like the protocol messages: the master builds two per trial.
     """
 
     trial_id: int
@@ -37,6 +40,9 @@ class TrialRecord(NamedTuple):
     value: float | None = None
     metrics: dict[str, float] = NO_METRICS
     error: str = ""
+    repeat: int = 0
+    group: int = -1
+    suggest_seconds: float = float("nan")
 
 
 def describe_params(params: dict[str, Any]) -> str:

@@ -5,10 +5,21 @@ records results, and stops the workers when the budget is spent or the objective
 broken. It does no I/O and knows nothing of MPI or HDF5: the master driver turns messages
 into events and carries out the instructions, so this logic is tested without MPI.
 Events and instructions are NamedTuples, cheap enough to make several per trial.
+
+Bayesian trials: the worker chooses the point. The scheduler keeps every finished trial in
+``history`` and, per worker, how much of it that worker has seen; a Bayesian task carries
+only the unseen part and the points running elsewhere, so the master's work per result does
+not grow with the history. The worker reports its point (``TrialStarted``) before it
+evaluates it. With ``sequential = true`` (the default) no two workers choose at once, so each
+choice sees every pending point and workers never propose the same point.
+
+Repeats: each point of a phase with ``repeats = r`` is evaluated r times, on different
+workers where possible. Repeat 0 is the trial that proposed it; its id is the ``group``.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -30,6 +41,15 @@ class WorkerReady(NamedTuple):
     host: str
 
 
+class TrialStarted(NamedTuple):
+    """A worker chose the point of its Bayesian trial and is evaluating it now."""
+
+    rank: int
+    trial_id: int
+    params: dict
+    suggest_seconds: float
+
+
 class TrialFinished(NamedTuple):
     """A worker sent back the result of its trial."""
 
@@ -37,13 +57,28 @@ class TrialFinished(NamedTuple):
     result: Result
 
 
-Event = WorkerReady | TrialFinished
-
 # --- instructions: what the driver must do -------------------------------------------------
 
 
+class Suggest(NamedTuple):
+    """What a worker needs to choose a Bayesian point: unseen results and running points."""
+
+    observations: list  # [(params, value or None if failed)] the worker has not seen yet
+    pending: list  # [params] evaluated elsewhere right now or queued as repeats
+
+
 class Dispatch(NamedTuple):
-    """Send this trial to its worker (``trial.rank``) and show it as running."""
+    """Send this trial to its worker (``trial.rank``) and show it as running.
+
+    ``trial.params`` is None when the worker chooses the point (``suggest`` says from what).
+    """
+
+    trial: TrialRecord
+    suggest: Suggest | None = None
+
+
+class ShowRunning(NamedTuple):
+    """The running trial changed (its worker chose its point): show it anew."""
 
     trial: TrialRecord
 
@@ -61,12 +96,17 @@ class StopWorker(NamedTuple):
     exit_code: int
 
 
-Instruction = Dispatch | Record | StopWorker
+class _Repeat(NamedTuple):
+    group: int
+    repeat: int
+    params: dict
+    phase: int
+    strategy: str
 
 
 @dataclass
 class PhaseRun:
-    """A phase during the run: its strategy and how many trials it has handed out."""
+    """A phase during the run: its strategy and how many points it has proposed."""
 
     config: PhaseConfig
     strategy: Strategy
@@ -116,11 +156,18 @@ class Scheduler:
     stopped: set[int] = field(default_factory=set, init=False)
     exit_code: int = field(default=EXIT_OK, init=False)
     error: str = field(default="", init=False)
+    #: Every finished trial as (params, value or None), in order: what Bayesian workers learn from.
+    history: list[tuple[dict, float | None]] = field(default_factory=list, init=False)
+    _seen: dict[int, int] = field(default_factory=dict, init=False)
+    _choosing: set[int] = field(default_factory=set, init=False)
+    _idle: deque = field(default_factory=deque, init=False)
+    _repeats: deque = field(default_factory=deque, init=False)
+    _group_ranks: dict[int, set[int]] = field(default_factory=dict, init=False)
     _next_id: int = field(default=0, init=False)
     _stopping: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.progress = Progress(budget=sum(p.config.trials for p in self.phases))
+        self.progress = Progress(budget=sum(p.config.runs for p in self.phases))
 
     @classmethod
     def from_config(cls, config: Config) -> Scheduler:
@@ -132,34 +179,56 @@ class Scheduler:
         """Every worker that joined has been stopped (so no trial is still running)."""
         return len(self.stopped) == len(self.hosts) > 0
 
-    def handle(self, event: Event, now: float) -> list[Instruction]:
-        if isinstance(event, TrialFinished):
-            return self._on_result(event.rank, event.result, now)
-        if isinstance(event, WorkerReady):
+    def handle(self, event, now: float) -> list:
+        if type(event) is TrialFinished:
+            instructions = self._on_result(event.rank, event.result)
+            self._assign(event.rank, now, instructions)
+        elif type(event) is TrialStarted:
+            instructions = self._on_started(event)
+        elif type(event) is WorkerReady:
             self.hosts[event.rank] = event.host
-            return [self._assign(event.rank, now)]
-        raise TypeError(f"unknown event {event!r}")
+            self._seen[event.rank] = 0
+            instructions = []
+            self._assign(event.rank, now, instructions)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+        if self._idle:
+            self._wake_idle(now, instructions)
+        return instructions
 
     def stop(self, exit_code: int, error: str = "") -> None:
         """Hand out no more trials; running ones finish, then their workers stop."""
         if not self._stopping:
             self._stopping = True
             self.exit_code, self.error = exit_code, error
+            self._repeats.clear()
 
-    def _on_result(self, rank: int, result: Result, now: float) -> list[Instruction]:
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_started(self, event: TrialStarted) -> list:
+        trial = self.running.get(event.rank)
+        if trial is None or trial.trial_id != event.trial_id or trial.params is not None:
+            raise RuntimeError(f"rank {event.rank} chose a point for trial {event.trial_id}, but it was running {trial!r}")
+        trial = trial._replace(params=event.params, suggest_seconds=event.suggest_seconds)
+        self.running[event.rank] = trial
+        self._choosing.discard(event.rank)
+        self._queue_repeats(trial)
+        return [ShowRunning(trial)]
+
+    def _on_result(self, rank: int, result: Result) -> list:
         trial = self.running.pop(rank, None)
-        if trial is None or trial.trial_id != result.trial_id:
+        if trial is None or trial.trial_id != result.trial_id or trial.params is None:
             raise RuntimeError(f"rank {rank} returned trial {result.trial_id}, but it was running {trial!r}")
         failed = bool(result.error)
-        record = TrialRecord(
-            trial_id=trial.trial_id, status=FAILED if failed else DONE, params=trial.params, phase=trial.phase,
-            strategy=trial.strategy, rank=rank, host=trial.host, t_submit=trial.t_submit,
-            t_start=result.t_start, t_end=result.t_end,
-            value=None if failed else result.value, metrics=result.metrics, error=result.error,
-        )
+        value = None if failed else result.value
+        record = trial._replace(status=FAILED if failed else DONE, t_start=result.t_start, t_end=result.t_end,
+                                value=value, metrics=result.metrics, error=result.error)
+        self.history.append((trial.params, value))
         self._count(record)
-        self.phases[trial.phase - 1].strategy.tell(trial.params, record.value)
-        return [Record(record), self._assign(rank, now)]
+        phase = self.phases[trial.phase - 1]
+        if not phase.strategy.suggests_on_worker:
+            phase.strategy.tell(trial.params, value)
+        return [Record(record)]
 
     def _count(self, record: TrialRecord) -> None:
         p = self.progress
@@ -174,29 +243,97 @@ class Scheduler:
         if p.best_value is None or (value < p.best_value if self.minimize else value > p.best_value):
             p.best_value, p.best_trial = value, record.trial_id
 
-    def _assign(self, rank: int, now: float) -> Instruction:
-        if not self._stopping:
-            trial = self._next_trial(rank, now)
-            if trial is not None:
-                self.running[rank] = trial
-                return Dispatch(trial)
-        self.stopped.add(rank)
-        return StopWorker(rank, self.exit_code)
+    # -- handing out work --------------------------------------------------------------------
 
-    def _next_trial(self, rank: int, now: float) -> TrialRecord | None:
+    def _assign(self, rank: int, now: float, instructions: list) -> None:
+        """Give ``rank`` a trial, or let it wait for work that may still come, or stop it."""
+        dispatch = self._work_for(rank, now)
+        if dispatch is not None:
+            instructions.append(dispatch)
+        elif self._more_work_may_come():
+            self._idle.append(rank)
+        else:
+            self.stopped.add(rank)
+            instructions.append(StopWorker(rank, self.exit_code))
+
+    def _wake_idle(self, now: float, instructions: list) -> None:
+        for _ in range(len(self._idle)):
+            self._assign(self._idle.popleft(), now, instructions)
+
+    def _more_work_may_come(self) -> bool:
+        if self._stopping:
+            return False
+        if self._repeats or any(not phase.exhausted for phase in self.phases):
+            return True
+        # A point still being chosen may bring repeats with it.
+        return any(self.phases[self.running[r].phase - 1].config.repeats > 1 for r in self._choosing)
+
+    def _work_for(self, rank: int, now: float) -> Dispatch | None:
+        if self._stopping:
+            return None
+        repeat = self._take_repeat(rank, other_workers_only=True)
+        if repeat is not None:
+            return self._dispatch_repeat(repeat, rank, now)
         for phase in self.phases:
             if phase.exhausted:
                 continue
+            if phase.strategy.suggests_on_worker:
+                if phase.config.options.get("sequential", True) and self._choosing:
+                    break  # another worker is choosing: wait for its point, then choose knowing it
+                return self._dispatch_suggest(phase, rank, now)
             params = phase.strategy.ask()
             if params is None:  # the strategy ran dry before its budget: drop the rest of it
-                self.progress.budget -= phase.config.trials - phase.issued
+                self.progress.budget -= (phase.config.trials - phase.issued) * phase.config.repeats
                 phase.issued = phase.config.trials
                 continue
-            phase.issued += 1
-            self.progress.issued += 1
-            trial_id, self._next_id = self._next_id, self._next_id + 1
-            return TrialRecord(
-                trial_id=trial_id, status=RUNNING, params=params, phase=phase.config.index,
-                strategy=phase.config.strategy, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
-            )
+            trial = self._new_trial(phase, rank, params, now)
+            self._queue_repeats(trial)
+            return Dispatch(trial)
+        repeat = self._take_repeat(rank, other_workers_only=False)
+        return None if repeat is None else self._dispatch_repeat(repeat, rank, now)
+
+    def _new_trial(self, phase: PhaseRun, rank: int, params: dict | None, now: float) -> TrialRecord:
+        phase.issued += 1
+        self.progress.issued += 1
+        trial_id, self._next_id = self._next_id, self._next_id + 1
+        trial = TrialRecord(trial_id=trial_id, status=RUNNING, params=params, phase=phase.config.index,
+                            strategy=phase.config.strategy, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
+                            group=trial_id)
+        self.running[rank] = trial
+        if phase.config.repeats > 1:
+            self._group_ranks[trial_id] = {rank}
+        return trial
+
+    def _dispatch_suggest(self, phase: PhaseRun, rank: int, now: float) -> Dispatch:
+        seen = self._seen[rank]
+        observations = self.history[seen:]
+        self._seen[rank] = len(self.history)
+        pending = [t.params for t in self.running.values() if t.params is not None]
+        pending += [r.params for r in self._repeats]
+        self._choosing.add(rank)
+        return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, pending))
+
+    def _queue_repeats(self, trial: TrialRecord) -> None:
+        for repeat in range(1, self.phases[trial.phase - 1].config.repeats):
+            self._repeats.append(_Repeat(trial.group, repeat, trial.params, trial.phase, trial.strategy))
+
+    def _take_repeat(self, rank: int, other_workers_only: bool) -> _Repeat | None:
+        for i, repeat in enumerate(self._repeats):
+            if not other_workers_only or rank not in self._group_ranks[repeat.group]:
+                del self._repeats[i]
+                return repeat
         return None
+
+    def _dispatch_repeat(self, repeat: _Repeat, rank: int, now: float) -> Dispatch:
+        self.progress.issued += 1
+        trial_id, self._next_id = self._next_id, self._next_id + 1
+        trial = TrialRecord(trial_id=trial_id, status=RUNNING, params=repeat.params, phase=repeat.phase,
+                            strategy=repeat.strategy, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
+                            repeat=repeat.repeat, group=repeat.group)
+        self.running[rank] = trial
+        if repeat.repeat == self.phases[repeat.phase - 1].config.repeats - 1:
+            del self._group_ranks[repeat.group]  # the group's last repeat: nothing left to spread
+        else:
+            self._group_ranks[repeat.group].add(rank)
+        return Dispatch(trial)
+

@@ -55,6 +55,9 @@ BASE_COLUMNS: list[tuple[str, Any]] = [
     ("t_submit", "<f8"),
     ("t_start", "<f8"),
     ("t_end", "<f8"),
+    ("repeat", "<i4"),
+    ("group", "<i8"),
+    ("suggest_seconds", "<f8"),
     ("error", f"S{ERROR_BYTES}"),
 ]
 
@@ -204,11 +207,15 @@ class ResultsWriter:
 
     def _row(self, record: TrialRecord) -> tuple:
         params = record.params
+        if params is None:  # a worker is still choosing this Bayesian trial's point
+            values = [b"" if encode is not None else 0 for _, encode in self._encoders]
+        else:
+            values = [params[name] if encode is None else encode(params[name]) for name, encode in self._encoders]
         return (
             record.trial_id, self._text(record.status, 10), math.nan if record.value is None else record.value,
             record.phase, self._text(record.strategy, 16), record.rank, self._text(record.host, HOST_BYTES),
-            record.t_submit, record.t_start, record.t_end, fit_bytes(record.error, ERROR_BYTES) if record.error else b"",
-            *[params[name] if encode is None else encode(params[name]) for name, encode in self._encoders],
+            record.t_submit, record.t_start, record.t_end, record.repeat, record.group, record.suggest_seconds,
+            fit_bytes(record.error, ERROR_BYTES) if record.error else b"", *values,
         )
 
     def _touch(self) -> None:

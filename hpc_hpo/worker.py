@@ -1,8 +1,9 @@
 """The worker driver: turns the master's messages into trials and results.
 
-:class:`Worker` holds the logic (Setup -> Hello, Task -> Result) and serves both the MPI
-loop in :func:`run_worker` and the one-process run, where the master calls
-``Worker.handle`` directly through :class:`hpc_hpo.comm.LocalComm`.
+:class:`Worker` holds the logic (Setup -> Hello, Task -> [Suggested] -> Result) and replies
+through the ``send`` it is given, so it serves both the MPI loop in :func:`run_worker` and
+the one-process run, where :class:`hpc_hpo.comm.LocalComm` hands it messages directly.
+The Gaussian-process code is imported on the first Bayesian task, never before.
 """
 
 from __future__ import annotations
@@ -11,36 +12,41 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+
+import numpy as np
 
 from ._version import __version__
 from .comm import MASTER, Backoff, Comm
 from .errors import ObjectiveImportError
 from .executor import InlineExecutor
 from .objective import TrialContext
-from .protocol import PROTOCOL_VERSION, Hello, Message, Result, Setup, Stop, Task
+from .protocol import PROTOCOL_VERSION, Hello, Message, Result, Setup, Stop, Suggested, Task
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    """One worker's state: the experiment it serves and the executor that runs its trials."""
+    """One worker's state: the experiment, the executor that runs trials, its Bayesian replica."""
 
-    def __init__(self, rank: int, host: str | None = None):
+    def __init__(self, rank: int, send: Callable[[Message], None], host: str | None = None):
         self.rank = rank
+        self.send = send
         self.host = host or socket.gethostname()
         self.config = None
         self.executor: InlineExecutor | None = None
+        self._suggester = None
 
-    def handle(self, message: Message) -> Message | None:
-        """The reply to a message from the master (None for Stop)."""
+    def handle(self, message: Message) -> None:
+        """Act on a message from the master; replies go out through ``send``."""
         if isinstance(message, Task):
-            return self.run_task(message)
-        if isinstance(message, Setup):
-            return self.setup(message)
-        if isinstance(message, Stop):
+            self.run_task(message)
+        elif isinstance(message, Setup):
+            self.send(self.setup(message))
+        elif isinstance(message, Stop):
             self.close()
-            return None
-        raise TypeError(f"rank {self.rank}: unexpected message {message!r}")
+        else:
+            raise TypeError(f"rank {self.rank}: unexpected message {message!r}")
 
     def setup(self, setup: Setup) -> Hello:
         """Load the objective; report any failure in the Hello instead of crashing."""
@@ -57,18 +63,37 @@ class Worker:
                 error = f"{exc} on rank {self.rank} ({self.host})"
         return Hello(self.rank, self.host, os.getpid(), error=error)
 
-    def run_task(self, task: Task) -> Result:
+    def run_task(self, task: Task) -> None:
+        params = task.params if task.suggest is None else self.choose(task)
         experiment = self.config.experiment
         context = TrialContext(
-            trial_id=task.trial_id, params=task.params, rank=self.rank, host=self.host, phase=task.phase,
+            trial_id=task.trial_id, params=params, rank=self.rank, host=self.host, phase=task.phase,
             strategy=task.strategy, experiment=experiment.name, experiment_seed=experiment.seed,
             workdir_root=experiment.workdir,
         )
         t_start = time.time()
-        outcome = self.executor.run(dict(task.params), context)
+        outcome = self.executor.run(dict(params), context)
         t_end = time.time()
         log.debug("trial %d %s in %.3fs", task.trial_id, "failed" if outcome.error else "done", t_end - t_start)
-        return Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end)
+        self.send(Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end))
+
+    def choose(self, task: Task) -> dict:
+        """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
+        if self._suggester is None:
+            from .gp.suggester import BayesSuggester
+
+            experiment = self.config.experiment
+            rng = np.random.default_rng([experiment.seed, 0, self.rank])  # this worker's own stream
+            self._suggester = BayesSuggester(self.config.space, experiment.minimize, rng)
+        observations, pending = task.suggest
+        started = time.perf_counter()
+        self._suggester.update(observations)
+        params = self._suggester.suggest(pending, self.config.phases[task.phase - 1].options)
+        seconds = time.perf_counter() - started
+        log.debug("trial %d: chose %s in %.3fs from %d observations", task.trial_id, params, seconds,
+                  self._suggester.observations)
+        self.send(Suggested(task.trial_id, params, seconds))
+        return params
 
     def close(self) -> None:
         if self.executor is not None:
@@ -78,7 +103,7 @@ class Worker:
 
 def run_worker(comm: Comm) -> int:
     """Serve the master until it says Stop; return the exit code it gives."""
-    worker = Worker(comm.rank)
+    worker = Worker(comm.rank, send=lambda message: comm.send(message, MASTER))
     backoff = Backoff(spin=0.001, max_sleep=0.01)
     while True:
         _, message = comm.wait(backoff)
@@ -86,4 +111,4 @@ def run_worker(comm: Comm) -> int:
         if isinstance(message, Stop):
             worker.close()
             return message.exit_code
-        comm.send(worker.handle(message), MASTER)
+        worker.handle(message)

@@ -121,19 +121,19 @@ x = { type = "float", low = 0.0, high = 1.0 }
 
 @pytest.mark.parametrize("text, message", [
     (GOOD_HEAD + "[[phase]]\nstrategy = 'random'\ntrials = 3\nbogus = 1\n",
-     "phase[1].bogus: unknown key (allowed: strategy, name, trials)"),
+     "phase[1].bogus: unknown key (allowed: strategy, name, trials, repeats)"),
     (GOOD_HEAD + "[[phase]]\nstrategy = 'random'\n", "phase[1].trials: is required for strategy 'random'"),
     (GOOD_HEAD + "[[phase]]\nstrategy = 'random'\ntrials = -4\n", "phase[1].trials: must be >= 1 (got -4)"),
     (GOOD_HEAD + "[[phase]]\nstrategy = 'random'\ntrials = 2.5\n", "phase[1].trials: must be an integer (got 2.5)"),
     (GOOD_HEAD + "[[phase]]\nstrategy = 'anneal'\ntrials = 3\n",
-     "phase[1].strategy: unknown strategy (allowed: explicit, grid, random) (got 'anneal')"),
+     "phase[1].strategy: unknown strategy (allowed: explicit, grid, random, sobol, bayes) (got 'anneal')"),
     (GOOD_HEAD + "[[phase]]\ntrials = 3\n", "phase[1].strategy: is required"),
     (GOOD_HEAD + "[[phase]]\nstrategy = 'grid'\nsteps = 2\ntrials = 7\n",
      "phase[1].trials: strategy 'grid' runs exactly its 2 points; leave 'trials' out (got 7)"),
     (GOOD_HEAD, "phase: at least one [[phase]] table is required"),
     ("phase = 3\n" + GOOD_HEAD, "phase: must be written as [[phase]] tables"),
     ("[experiment]\nobjective = 'm:f'\nnmae = 'x'\n", "experiment.nmae: unknown key (allowed: name, objective, direction, "
-     "results, seed, workdir, max_initial_failures); did you mean 'name'?"),
+     "results, seed, workdir, max_initial_failures, repeats); did you mean 'name'?"),
     ("[experiment]\n[space]\nx = { type = 'fixed', value = 1 }\n", "experiment.objective: is required"),
     ("[experiment]\nobjective = 'nocolon'\n[space]\nx = { type = 'fixed', value = 1 }\n",
      "experiment.objective: must be 'package.module:function' or 'path/to/file.py:function' (got 'nocolon')"),

@@ -174,3 +174,143 @@ def test_same_seed_same_trials():
         return [(r.trial_id, r.params) for r in sorted(d.records, key=lambda r: r.trial_id)]
 
     assert params() == params()
+
+
+# --- Bayesian trials and repeats --------------------------------------------------------------
+
+from hpc_hpo.scheduler import ShowRunning, TrialStarted  # noqa: E402
+
+
+class BayesDriver(Driver):
+    """Also plays the worker's side of a Bayesian task: it chooses a point and says so."""
+
+    def __init__(self, scheduler, workers=(1, 2, 3)):
+        self.suggests = []  # (rank, Suggest) as the workers received them
+        self.shown = []
+        self.points = iter(np.linspace(0.01, 0.99, 500))
+        super().__init__(scheduler, workers)
+
+    def apply(self, instructions):
+        for ins in instructions:
+            if isinstance(ins, Dispatch) and ins.suggest is not None:
+                assert ins.trial.params is None
+                self.suggests.append((ins.trial.rank, ins.suggest))
+            elif isinstance(ins, ShowRunning):
+                self.shown.append(ins.trial)
+        super().apply(instructions)
+
+    def choose(self, rank):
+        trial = self.pending[rank].trial
+        params = {"x": float(next(self.points)), "c": "a"}
+        self.apply(self.s.handle(TrialStarted(rank, trial.trial_id, params, 0.25), self.now))
+        self.pending[rank] = Dispatch(trial._replace(params=params))
+
+    def run_all(self, value_of=None, error_of=None):
+        while self.pending:
+            choosing = [r for r, ins in self.pending.items() if ins.trial.params is None]
+            if choosing:  # choosing may free a waiting worker, whose task is then chosen next round
+                self.choose(choosing[0])
+                continue
+            rank = min(self.pending, key=lambda r: self.pending[r].trial.trial_id)
+            self.finish(rank, error=error_of(self.pending[rank].trial) if error_of else "")
+
+
+def bayes_config(trials=6, repeats=1, sequential=True, random_first=3):
+    return make_config([{"strategy": "random", "trials": random_first},
+                        {"strategy": "bayes", "trials": trials, "repeats": repeats, "sequential": sequential}])
+
+
+def test_bayesian_tasks_carry_only_unseen_results_and_the_points_running_elsewhere():
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=6, random_first=3)), workers=(1, 2, 3))
+    assert not d.suggests  # the 3 random points go out first
+    d.finish(1)  # rank 1 is free: its first Bayesian task
+    rank, suggest = d.suggests[-1]
+    assert rank == 1 and len(suggest.observations) == 1  # the one finished trial
+    assert sorted(p["x"] for p in suggest.pending) == sorted(d.pending[r].trial.params["x"] for r in (2, 3))
+    d.choose(1)
+    d.finish(2)
+    rank, suggest = d.suggests[-1]
+    assert rank == 2 and len(suggest.observations) == 2  # rank 2 has seen nothing yet: both results
+    d.choose(2)
+    d.finish(1)
+    rank, suggest = d.suggests[-1]
+    assert rank == 1 and len(suggest.observations) == 2  # only what rank 1 had not seen: trials 1 and 3
+    assert {p["x"] for p in suggest.pending} == {d.pending[2].trial.params["x"], d.pending[3].trial.params["x"]}
+
+
+def test_the_chosen_point_is_shown_as_running_and_recorded():
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=2, random_first=1)), workers=(1,))
+    d.run_all()
+    bayes = [r for r in d.records if r.strategy == "bayes"]
+    assert len(bayes) == 2 and all(r.params["c"] == "a" and r.suggest_seconds == 0.25 for r in bayes)
+    assert [t.trial_id for t in d.shown] == [r.trial_id for r in bayes]
+    assert all(r.params is not None for r in d.records)
+
+
+def test_sequential_suggestions_wait_for_the_point_being_chosen():
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=6, random_first=2)), workers=(1, 2))
+    d.finish(1)  # rank 1 starts choosing
+    d.finish(2)  # rank 2 is free too, but must wait: rank 1 has not said its point yet
+    assert 2 not in d.pending and [r for r, _ in d.suggests] == [1]
+    d.choose(1)  # rank 1's point is known: now rank 2 chooses, knowing it
+    rank, suggest = d.suggests[-1]
+    assert rank == 2 and d.pending[1].trial.params in suggest.pending
+
+
+def test_without_sequential_every_free_worker_chooses_at_once():
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=6, random_first=2, sequential=False)), workers=(1, 2))
+    d.finish(1)
+    d.finish(2)
+    assert [r for r, _ in d.suggests] == [1, 2]
+
+
+def test_master_work_per_result_does_not_grow_with_the_history():
+    """Each Bayesian task carries only the results its worker has not seen: O(workers), not O(history)."""
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=400, random_first=4)), workers=(1, 2, 3, 4))
+    d.run_all()
+    sizes = [len(s.observations) for _, s in d.suggests]
+    assert len(d.records) == 404 and max(sizes[8:]) <= 4  # at most one result per worker since its last task
+    for rank in (1, 2, 3, 4):  # and every result reaches a worker at most once
+        assert sum(len(s.observations) for r, s in d.suggests if r == rank) <= len(d.s.history)
+
+
+def test_repeats_run_each_point_on_different_workers():
+    config = make_config([{"strategy": "random", "trials": 4, "repeats": 3}])
+    d = Driver(Scheduler.from_config(config), workers=(1, 2, 3))
+    d.run_all()
+    assert len(d.records) == config.budget == 12
+    groups = {}
+    for r in d.records:
+        groups.setdefault(r.group, []).append(r)
+    assert len(groups) == 4
+    for group, trials in groups.items():
+        assert sorted(t.repeat for t in trials) == [0, 1, 2]
+        assert len({t.rank for t in trials}) == 3  # three evaluations, three workers
+        assert len({tuple(t.params.items()) for t in trials}) == 1
+        assert min(t.trial_id for t in trials) == group
+
+
+def test_repeats_of_a_bayesian_point_follow_its_choice():
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=2, repeats=2, random_first=1)), workers=(1, 2))
+    d.run_all()
+    bayes = [r for r in d.records if r.strategy == "bayes"]
+    assert len(bayes) == 4 and d.s.progress.budget == 1 + 2 * 2  # this phase's repeats only
+    for group in {r.group for r in bayes}:
+        pair = [r for r in bayes if r.group == group]
+        assert sorted(r.repeat for r in pair) == [0, 1] and pair[0].params == pair[1].params
+    assert d.s.finished and set(d.stops) == {1, 2}
+
+
+def test_a_free_worker_waits_for_repeats_of_a_point_still_being_chosen():
+    config = make_config([{"strategy": "random", "trials": 1, "repeats": 2},
+                          {"strategy": "bayes", "trials": 1, "repeats": 2}])
+    d = BayesDriver(Scheduler.from_config(config), workers=(1, 2))
+    # Phase 1 (random, 1 point, 2 repeats) occupies both workers; then one Bayesian point with 2 repeats.
+    assert d.pending[2].trial.repeat == 1
+    d.finish(1)  # rank 1 chooses the Bayesian point
+    d.finish(2)  # no new point left, but rank 1's choice will bring a repeat: rank 2 must wait, not stop
+    assert 2 not in d.stops and 2 not in d.pending
+    d.choose(1)
+    assert d.pending[2].trial.repeat == 1  # the repeat went to the waiting worker
+    d.run_all()
+    assert d.s.finished and len(d.records) == 4

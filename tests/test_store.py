@@ -157,3 +157,17 @@ def test_file_is_compressed(tmp_path):
     writer.close(exit_code=0, trials=2000, loop_seconds=1.0, master_cpu_seconds=0.0)
     row_bytes = np.dtype(h5py.File(path, "r")["trials"].dtype).itemsize
     assert path.stat().st_size < 2000 * row_bytes / 5  # the error column is mostly padding
+
+
+def test_repeats_groups_suggestion_time_and_a_point_still_being_chosen(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path)
+    writer.append(record(0)._replace(strategy="bayes", suggest_seconds=0.125))
+    writer.append(record(0)._replace(trial_id=1, strategy="bayes", repeat=1, group=0))
+    writer.set_running(0, record(2, status=RUNNING)._replace(params=None, strategy="bayes"))
+    writer.close(exit_code=0, trials=2, loop_seconds=1.0, master_cpu_seconds=0.0)
+    rows = read_results(path).records()
+    assert [(r["trial_id"], r["repeat"], r["group"]) for r in rows[:2]] == [(0, 0, -1), (1, 1, 0)]
+    assert rows[0]["suggest_seconds"] == 0.125 and math.isnan(rows[1]["suggest_seconds"])
+    chosen_later = rows[2]
+    assert chosen_later["status"] == "running" and chosen_later["param_act"] == "" and chosen_later["param_units"] == 0

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from hpc_hpo.errors import ConfigError
+from hpc_hpo.gp.suggester import BayesSuggester
 from hpc_hpo.space import parse_space
-from hpc_hpo.strategies import STRATEGIES, ExplicitStrategy, GridStrategy, RandomStrategy
+from hpc_hpo.strategies import STRATEGIES, BayesStrategy, ExplicitStrategy, GridStrategy, RandomStrategy, SobolStrategy
 
 SPACE = parse_space({
     "x": {"type": "float", "low": -5.0, "high": 5.0},
@@ -23,22 +24,38 @@ def make(cls, raw_options, seed=0, space=SPACE):
     return cls(space, options, np.random.default_rng(seed))
 
 
+def loss(point):
+    return (point["x"] - 1.0) ** 2 + abs(np.log10(point["lr"]) + 3) + {"relu": 0, "tanh": 1, "elu": 2}[point["act"]]
+
+
 class StrategyContract:
-    """What every strategy promises: valid points of the space, reproducible from the seed."""
+    """What every strategy promises: valid points of the space, reproducible from the seed,
+    whatever the pending points and failed trials around it.
+
+    Points come from ``ask`` on the master, or, for strategies that choose on the worker
+    (bayes), from the worker's suggester, fed the same results.
+    """
 
     cls = None
     options: dict = {}
     n = 20
 
-    def points(self, seed=0, n=None):
-        strategy = make(self.cls, self.options, seed)
+    def points(self, seed=0, n=None, fail_every=0, pending=()):
+        options = self.cls.parse_options(self.options, SPACE, "phase[1]")
+        if self.cls.suggests_on_worker:
+            suggester = BayesSuggester(SPACE, True, np.random.default_rng(seed))
+            ask = lambda: suggester.suggest(list(pending), options)  # noqa: E731
+            tell = lambda point, value: suggester.update([(point, value)])  # noqa: E731
+        else:
+            strategy = self.cls(SPACE, options, np.random.default_rng(seed))
+            ask, tell = strategy.ask, strategy.tell
         out = []
-        for _ in range(n or self.n):
-            point = strategy.ask()
+        for i in range(n or self.n):
+            point = ask()
             if point is None:
                 break
             out.append(point)
-            strategy.tell(point, 1.0)
+            tell(point, None if fail_every and i % fail_every == 0 else loss(point))
         return out
 
     def test_registered_by_name(self):
@@ -53,6 +70,13 @@ class StrategyContract:
 
     def test_same_seed_same_points(self):
         assert self.points(seed=5) == self.points(seed=5)
+
+    def test_failed_trials_and_pending_points_are_handled(self):
+        pending = [{"x": 1.0, "lr": 1e-3, "units": 64, "act": "relu", "bs": 64}]
+        points = self.points(seed=3, fail_every=3, pending=pending)
+        assert points and all(SPACE.check_point(p, "p") == p for p in points)
+        if self.cls.suggests_on_worker:  # it knows what runs elsewhere and never proposes it
+            assert pending[0] not in points
 
 
 
@@ -124,6 +148,52 @@ class TestGrid(SizedContract):
     def test_bad_steps(self, options, message):
         with pytest.raises(ConfigError, match=message):
             GridStrategy.parse_options(options, SPACE, "phase[1]")
+
+
+class TestSobol(StrategyContract):
+    cls = SobolStrategy
+    n = 256
+
+    def test_fills_the_space_more_evenly_than_random(self):
+        def gaps(points):  # largest empty interval of x in [-5, 5]
+            xs = np.sort([-5.0] + [p["x"] for p in points] + [5.0])
+            return np.diff(xs).max()
+
+        sobol = self.points(seed=1, n=64)
+        random = make(RandomStrategy, {}, seed=1)
+        assert gaps(sobol) < gaps([random.ask() for _ in range(64)])
+        assert gaps(sobol) < 0.5  # 64 points leave no gap wider than a 20th of the range
+
+
+class TestBayes(StrategyContract):
+    cls = BayesStrategy
+    n = 15
+
+    def test_master_never_asks(self):
+        with pytest.raises(RuntimeError, match="chosen by the worker"):
+            make(BayesStrategy, {}).ask()
+
+    def test_beats_random_search_on_the_same_budget(self):
+        bayes = min(loss(p) for p in self.points(seed=2, n=25))
+        random = make(RandomStrategy, {}, seed=2)
+        assert bayes < min(loss(random.ask()) for _ in range(25))
+
+    @pytest.mark.parametrize("options, message", [
+        ({"acquisition": "ts"}, r"phase\[1\].acquisition: unknown acquisition \(allowed: ei, ucb, pi\) \(got 'ts'\)"),
+        ({"xi": -0.1}, r"phase\[1\].xi: must be >= 0 \(got -0.1\)"),
+        ({"kappa": 0}, r"phase\[1\].kappa: must be > 0 \(got 0\)"),
+        ({"kappa": "big"}, r"phase\[1\].kappa: must be a number \(got 'big'\)"),
+        ({"sequential": "yes"}, r"phase\[1\].sequential: must be true or false"),
+    ])
+    def test_bad_options(self, options, message):
+        with pytest.raises(ConfigError, match=message):
+            BayesStrategy.parse_options(options, SPACE, "phase[1]")
+
+    def test_needs_something_to_search(self):
+        fixed = parse_space({"a": {"type": "fixed", "value": 1}, "b": {"type": "fixed", "value": "x"}})
+        with pytest.raises(ConfigError, match=r"phase\[1\].strategy: 'bayes' needs at least one parameter to search "
+                                              r"\(the space has only fixed parameters: a, b\)"):
+            BayesStrategy.parse_options({}, fixed, "phase[1]")
 
 
 class TestRandom(StrategyContract):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from .base import Point, Strategy
+from .bayes import BayesStrategy
 from .explicit import ExplicitStrategy
 from .grid import GridStrategy
 from .random import RandomStrategy
+from .sobol import SobolStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (ExplicitStrategy, GridStrategy, RandomStrategy)
+    cls.name: cls for cls in (ExplicitStrategy, GridStrategy, RandomStrategy, SobolStrategy, BayesStrategy)
 }
 
-__all__ = ["STRATEGIES", "ExplicitStrategy", "GridStrategy", "Point", "RandomStrategy", "Strategy"]
+__all__ = ["STRATEGIES", "BayesStrategy", "ExplicitStrategy", "GridStrategy", "Point", "RandomStrategy",
+           "SobolStrategy", "Strategy"]

@@ -30,6 +30,8 @@ class Strategy:
     options: ClassVar[tuple[str, ...]] = ()
     #: True when the phase needs ``trials = N``; False when its size is fixed by its options.
     sized_by_trials: ClassVar[bool] = True
+    #: True when the worker that runs a trial chooses its point (bayes); the master never asks.
+    suggests_on_worker: ClassVar[bool] = False
 
     def __init__(self, space: Space, options: Mapping[str, Any], rng: np.random.Generator):
         self.space = space

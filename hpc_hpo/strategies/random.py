@@ -27,9 +27,12 @@ class RandomStrategy(Strategy):
         self._cardinality = space.cardinality
         self._seen: set[tuple] | None = set() if self._cardinality is not None else None
 
+    def _fresh_batch(self) -> list[Point]:
+        return self.space.sample(self.rng, _BATCH)
+
     def _draw(self) -> Point:
         if not self._batch:
-            self._batch = self.space.sample(self.rng, _BATCH)
+            self._batch = self._fresh_batch()
             self._batch.reverse()
         return self._batch.pop()
 
