@@ -58,8 +58,22 @@ class Encoding:
 
     def project(self, X: np.ndarray) -> np.ndarray:
         """Each row snapped to the encoding of the valid point it stands for."""
-        return self.encode(self.decode(X))
+        return self.sample(self.to_unit(X))
 
     def sample(self, U: np.ndarray) -> np.ndarray:
-        """Encodings of the points at unit-cube positions U (m, number of parameters)."""
-        return self.encode(self.space.from_unit(U))
+        """Encodings of the points at unit-cube positions U (m, number of parameters).
+
+        Vectorised, without building parameter dicts: a float keeps its unit value, an int
+        moves to the centre of its bin, a categorical becomes the one-hot of its bin.
+        """
+        U = np.clip(np.atleast_2d(U), 0.0, 1.0)
+        X = np.zeros((len(U), self.dim))
+        for j, (p, block) in enumerate(zip(self.params, self.blocks, strict=True)):
+            if isinstance(p, CategoricalParam):
+                index = np.minimum((U[:, j] * p.cardinality).astype(np.int64), p.cardinality - 1)
+                X[np.arange(len(U)), block.start + index] = 1.0
+            elif p.discrete:
+                X[:, block.start] = p.to_unit(p.from_unit(U[:, j]))
+            else:
+                X[:, block.start] = U[:, j]
+        return X

@@ -135,3 +135,11 @@ def test_large_histories_use_subsets_and_stay_valid(n):
     s.update([(p, mixed_loss(p)) for p in points])
     p = s.suggest(MIXED.sample(np.random.default_rng(11), 7))
     assert MIXED.check_point(p, "p") == p and MIXED.key(p) not in {MIXED.key(q) for q in points}
+
+
+def test_vectorised_sampling_agrees_with_the_parameter_dicts():
+    enc = Encoding(MIXED)
+    U = np.random.default_rng(3).random((500, len(enc.params)))
+    assert np.allclose(enc.sample(U), enc.encode(MIXED.from_unit(U)))
+    X = np.random.default_rng(4).random((200, enc.dim))
+    assert np.allclose(enc.project(X), enc.encode(enc.decode(X)))
