@@ -182,14 +182,14 @@ class Scheduler:
     def handle(self, event, now: float) -> list:
         if type(event) is TrialFinished:
             instructions = self._on_result(event.rank, event.result)
-            self._assign(event.rank, now, instructions)
+            self._idle.append(event.rank)  # behind the workers that have waited longer
         elif type(event) is TrialStarted:
             instructions = self._on_started(event)
         elif type(event) is WorkerReady:
             self.hosts[event.rank] = event.host
             self._seen[event.rank] = 0
             instructions = []
-            self._assign(event.rank, now, instructions)
+            self._idle.append(event.rank)
         else:
             raise TypeError(f"unknown event {event!r}")
         if self._idle:
@@ -257,6 +257,7 @@ class Scheduler:
             instructions.append(StopWorker(rank, self.exit_code))
 
     def _wake_idle(self, now: float, instructions: list) -> None:
+        """Offer work to the free workers, longest waiting first; those still without wait on."""
         for _ in range(len(self._idle)):
             self._assign(self._idle.popleft(), now, instructions)
 
