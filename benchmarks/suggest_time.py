@@ -1,0 +1,138 @@
+"""Seconds per Bayesian suggestion against the number of observations, 6-D, one core. A table, not a test.
+
+    python benchmarks/suggest_time.py            # ours and scikit-learn's GaussianProcessRegressor
+    python benchmarks/suggest_time.py --peers    # + Optuna's GPSampler and scikit-optimize, if installed
+
+Ours is measured as a worker sees it in a run: one new result arrives, then one suggestion with
+7 points pending elsewhere; the median of 5. scikit-learn's GaussianProcessRegressor (Matern-5/2
+ARD + white noise, fitted from its default start, then predicting as many candidates as we
+score) shows what the same step would cost with it. Peers: ``study.ask()`` of Optuna's GPSampler
+after n finished trials; ``tell`` of one new point then ``ask`` for scikit-optimize's GP.
+A peer is skipped at larger n once one step takes more than ``--cap`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from functions import PROBLEMS  # noqa: E402
+
+from hpc_hpo.gp.optimize import N_LOCAL, N_SOBOL  # noqa: E402
+from hpc_hpo.gp.suggester import BayesSuggester  # noqa: E402
+from hpc_hpo.space import parse_space  # noqa: E402
+
+SIZES = (50, 100, 200, 400, 1000, 2000)
+H6 = PROBLEMS["hartmann6"]
+
+
+def history(n: int, seed: int = 0) -> tuple[list[dict], list[float]]:
+    space = parse_space(H6["space"])
+    points = space.sample(np.random.default_rng(seed), n + 10)
+    return points, [H6["function"](p) for p in points]
+
+
+def ours(n: int, repeats: int = 5) -> float:
+    space = parse_space(H6["space"])
+    points, values = history(n)
+    suggester = BayesSuggester(space, True, np.random.default_rng(1))
+    suggester.update(zip(points[: n - 1], values[: n - 1], strict=True))
+    pending = points[n: n + 7]
+    suggester.suggest(pending)  # the replica's first fit, from scratch
+    times = []
+    for i in range(repeats):
+        started = time.perf_counter()
+        suggester.update([(points[n - 1 + i], values[n - 1 + i])])
+        suggester.suggest(pending)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def sklearn_gpr(n: int) -> float:
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    points, values = history(n)
+    X = np.array([[p[f"x{i}"] for i in range(6)] for p in points[:n]])
+    y = np.array(values[:n])
+    candidates = np.random.default_rng(2).random((N_SOBOL + N_LOCAL, 6))
+    started = time.perf_counter()
+    kernel = ConstantKernel() * Matern(np.full(6, 0.5), nu=2.5) + WhiteKernel(1e-3)
+    GaussianProcessRegressor(kernel, normalize_y=True).fit(X, y).predict(candidates, return_std=True)
+    return time.perf_counter() - started
+
+
+def optuna_gp(n: int, repeats: int = 3) -> float:
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    points, values = history(n)
+    dists = {f"x{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(6)}
+    study = optuna.create_study(sampler=optuna.samplers.GPSampler(seed=0))
+    study.add_trials([optuna.trial.create_trial(params=p, distributions=dists, value=v)
+                      for p, v in zip(points[:n], values[:n], strict=True)])
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        trial = study.ask(dists)
+        times.append(time.perf_counter() - started)
+        study.tell(trial, H6["function"](trial.params))
+    return statistics.median(times)
+
+
+def skopt_gp(n: int, repeats: int = 2) -> float:
+    from skopt import Optimizer
+
+    points, values = history(n)
+    opt = Optimizer([(0.0, 1.0)] * 6, base_estimator="GP", n_initial_points=0, random_state=0)
+    X = [[p[f"x{i}"] for i in range(6)] for p in points]
+    opt.tell(X[: n - 1], values[: n - 1], fit=False)
+    times = []
+    for i in range(repeats):
+        started = time.perf_counter()
+        opt.tell(X[n - 1 + i], values[n - 1 + i])
+        opt.ask()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peers", action="store_true", help="also Optuna's GPSampler and scikit-optimize")
+    parser.add_argument("--cap", type=float, default=20.0, help="skip a method at larger n once it takes longer")
+    args = parser.parse_args()
+    methods = {"hpc_hpo": ours, "sklearn GPR": sklearn_gpr}
+    if args.peers:
+        methods.update({"optuna GPSampler": optuna_gp, "skopt gp": skopt_gp})
+    print("seconds per suggestion, Hartmann6 (6-D), one core; ratio = method / hpc_hpo")
+    print(f"{'n':>6} " + " ".join(f"{m:>17}" for m in methods))
+    skipped: set[str] = set()
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n in SIZES:
+            cells, baseline = [], None
+            for name, method in methods.items():
+                if name in skipped:
+                    cells.append(f"{'skipped':>17}")
+                    continue
+                seconds = method(n)
+                baseline = seconds if baseline is None else baseline
+                cells.append(f"{seconds:>8.3f} ({seconds / baseline:>5.1f}x)")
+                if seconds > args.cap:
+                    skipped.add(name)
+            print(f"{n:>6} " + " ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()

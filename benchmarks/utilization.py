@@ -1,0 +1,82 @@
+"""Worker utilisation in a Bayesian search: how much of the workers' time goes to the objective.
+
+    python benchmarks/utilization.py                     # 8 workers, 1-second trials, 200 trials, 190 Bayesian
+    python benchmarks/utilization.py --not-sequential    # let workers choose points at the same time
+
+Utilisation = time inside the objective, summed over trials, over 8 workers x the wall time from
+the first dispatch to the last result. The rest is the Bayesian step on the worker, waiting for
+another worker to finish choosing (sequential mode), and messaging. Read from the results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bayes_quality import write_experiment  # noqa: E402
+
+from hpc_hpo.store import read_results  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--initial", type=int, default=10)
+    parser.add_argument("--sleep", type=float, default=1.0)
+    parser.add_argument("--problem", default="hartmann6")
+    parser.add_argument("--not-sequential", action="store_true")
+    args = parser.parse_args()
+
+    sequential = "false" if args.not_sequential else "true"
+    phases = (f'[[phase]]\nstrategy = "sobol"\ntrials = {args.initial}\n\n[[phase]]\nstrategy = "bayes"\n'
+              f"trials = {args.trials - args.initial}\nsequential = {sequential}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        config = write_experiment(cwd, args.problem, phases, seed=0, sleep=args.sleep)
+        launcher = Path(sys.executable).parent / "mpirun"
+        cmd = [str(launcher) if launcher.exists() else shutil.which("mpirun"), "-n", str(args.workers + 1),
+               "--oversubscribe", "--bind-to", "none", sys.executable, "-m", "hpc_hpo", "run", str(config), "-q"]
+        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        subprocess.run(cmd, cwd=cwd, env=env, check=True, timeout=3600)
+        results = read_results(cwd / f"{args.problem}-0.h5")
+
+    rows = results.records()
+    start = min(r["t_submit"] for r in rows)
+    end = max(r["t_end"] for r in rows)
+    in_objective = sum(r["t_end"] - r["t_start"] for r in rows)
+    utilisation = in_objective / (args.workers * (end - start))
+    gaps = []
+    by_rank: dict[int, list[dict]] = {}
+    for r in rows:
+        by_rank.setdefault(r["rank"], []).append(r)
+    for trials in by_rank.values():
+        trials.sort(key=lambda r: r["t_start"])
+        gaps += [b["t_start"] - a["t_end"] for a, b in zip(trials, trials[1:], strict=False)]
+    suggest = [r["suggest_seconds"] for r in rows if r["strategy"] == "bayes"]
+    run = results.runs[-1]
+    print(f"{args.workers} workers, {args.problem}, objective sleeps {args.sleep} s, {len(rows)} trials "
+          f"({len(suggest)} Bayesian), sequential = {sequential}")
+    print(f"  utilisation (time in the objective)     {100 * utilisation:6.2f} %")
+    print(f"  wall time                               {end - start:8.1f} s (ideal {len(rows) * args.sleep / args.workers:.1f} s)")
+    print(f"  gap between a worker's trials           median {statistics.median(gaps) * 1e3:6.1f} ms, "
+          f"95th percentile {np.percentile(gaps, 95) * 1e3:6.1f} ms")
+    print(f"  Bayesian step on the worker             median {statistics.median(suggest) * 1e3:6.1f} ms, "
+          f"95th percentile {np.percentile(suggest, 95) * 1e3:6.1f} ms")
+    print(f"  master CPU                              {run['master_cpu_seconds']:.2f} s for {len(rows)} results "
+          f"({1e3 * run['master_cpu_seconds'] / len(rows):.2f} ms per result)")
+
+
+if __name__ == "__main__":
+    main()
