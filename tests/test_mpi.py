@@ -67,6 +67,8 @@ UNKNOWN_KEY = experiment().replace('seed = 1', 'seed = 1\nworkers = 8')
     (experiment(results="missing/results.h5"), OBJECTIVE,
      "experiment.results: directory 'missing' does not exist; create it first (got 'missing/results.h5')"),
     (experiment().replace('"explicit"', '"explicitly"'), OBJECTIVE, "phase[1].strategy: unknown strategy"),
+    (experiment() + '\n[[phase]]\nstrategy = "bayes"\ntrials = 5\nacquisition = "thompson"\n', OBJECTIVE,
+     "phase[4].acquisition: unknown acquisition (allowed: ei, ucb, pi) (got 'thompson')"),
 ])
 def test_bad_input_exits_2_on_every_rank_with_one_line(tmp_path, body, objective, message):
     write_experiment(tmp_path, body, objective)

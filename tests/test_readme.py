@@ -37,5 +37,5 @@ def test_the_pandas_recipe_reads_a_results_file(tmp_path):
 def test_the_config_example_is_valid():
     data = tomllib.loads(code_block("[experiment]", "toml"))
     config = parse_config(data)
-    assert [p.strategy for p in config.phases] == ["explicit", "grid", "random"]
+    assert [p.strategy for p in config.phases] == ["explicit", "grid", "random", "bayes"]
     assert Path(config.experiment.results) == Path("results/griewank.h5")
