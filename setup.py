@@ -20,6 +20,7 @@ setup(
     install_requires=[
         "numpy>=1.23",
         "scipy>=1.9",
+        "threadpoolctl>=3.1",
         "scikit-learn>=1.2",
         "h5py>=3.8",
         "mpi4py>=3.1",

@@ -37,17 +37,19 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=1.0)
     parser.add_argument("--problem", default="hartmann6")
     parser.add_argument("--not-sequential", action="store_true")
+    parser.add_argument("--keep", type=Path, help="write the experiment and results file here (default: a temporary folder)")
     args = parser.parse_args()
 
     sequential = "false" if args.not_sequential else "true"
     phases = (f'[[phase]]\nstrategy = "sobol"\ntrials = {args.initial}\n\n[[phase]]\nstrategy = "bayes"\n'
               f"trials = {args.trials - args.initial}\nsequential = {sequential}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        cwd = Path(tmp)
+        cwd = args.keep or Path(tmp)
+        cwd.mkdir(parents=True, exist_ok=True)
         config = write_experiment(cwd, args.problem, phases, seed=0, sleep=args.sleep)
         launcher = Path(sys.executable).parent / "mpirun"
         cmd = [str(launcher) if launcher.exists() else shutil.which("mpirun"), "-n", str(args.workers + 1),
-               "--oversubscribe", "--bind-to", "none", sys.executable, "-m", "hpc_hpo", "run", str(config), "-q"]
+               "--oversubscribe", "--bind-to", "none", sys.executable, "-m", "hpc_hpo", "run", str(config), "-q", "--overwrite"]
         env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
         subprocess.run(cmd, cwd=cwd, env=env, check=True, timeout=3600)
         results = read_results(cwd / f"{args.problem}-0.h5")

@@ -3,7 +3,9 @@
 :class:`Worker` holds the logic (Setup -> Hello, Task -> [Suggested] -> Result) and replies
 through the ``send`` it is given, so it serves both the MPI loop in :func:`run_worker` and
 the one-process run, where :class:`hpc_hpo.comm.LocalComm` hands it messages directly.
-The Gaussian-process code is imported on the first Bayesian task, never before.
+The Gaussian-process code is imported during set-up when the experiment has a phase whose
+points are chosen on the workers (all workers import it at once, before the first trial,
+rather than one after another on their first Bayesian task), and never otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .errors import ObjectiveImportError
 from .executor import InlineExecutor
 from .objective import TrialContext
 from .protocol import PROTOCOL_VERSION, Hello, Message, Result, Setup, Stop, Suggested, Task
+from .strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class Worker:
                 self.executor = InlineExecutor(experiment.objective, self.config.base_dir)
             except ObjectiveImportError as exc:
                 error = f"{exc} on rank {self.rank} ({self.host})"
+            if not error and any(STRATEGIES[phase.strategy].suggests_on_worker for phase in self.config.phases):
+                self._suggester = self._make_suggester()
         return Hello(self.rank, self.host, os.getpid(), error=error)
 
     def run_task(self, task: Task) -> None:
@@ -80,11 +85,7 @@ class Worker:
     def choose(self, task: Task) -> dict:
         """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
         if self._suggester is None:
-            from .gp.suggester import BayesSuggester
-
-            experiment = self.config.experiment
-            rng = np.random.default_rng([experiment.seed, 0, self.rank])  # this worker's own stream
-            self._suggester = BayesSuggester(self.config.space, experiment.minimize, rng)
+            self._suggester = self._make_suggester()
         observations, pending = task.suggest
         started = time.perf_counter()
         self._suggester.update(observations)
@@ -94,6 +95,13 @@ class Worker:
                   self._suggester.observations)
         self.send(Suggested(task.trial_id, params, seconds))
         return params
+
+    def _make_suggester(self):
+        from .gp.suggester import BayesSuggester
+
+        experiment = self.config.experiment
+        rng = np.random.default_rng([experiment.seed, 0, self.rank])  # this worker's own stream
+        return BayesSuggester(self.config.space, experiment.minimize, rng)
 
     def close(self) -> None:
         if self.executor is not None:

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.stats import qmc  # noqa: F401  (imported now, with the GP code at worker set-up: 1 s on first use otherwise)
 
 from ..strategies.sobol import sobol_engine
 from .acquisition import acquisition
