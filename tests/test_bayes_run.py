@@ -106,7 +106,7 @@ def test_eight_workers_no_duplicates_and_the_master_never_fits_a_model(tmp_path)
     master = (tmp_path / "modules-0.txt").read_text().split()
     assert "hpc_hpo.master" in master and not any(m.startswith("hpc_hpo.gp") for m in master)
     workers_with_gp = [r for r in range(1, 9) if "hpc_hpo.gp.suggester" in (tmp_path / f"modules-{r}.txt").read_text()]
-    assert len(workers_with_gp) >= 4  # the Bayesian steps ran on the workers
+    assert workers_with_gp == list(range(1, 9))  # every worker loads the GP code (at set-up)
 
     rows = read_results(tmp_path / "results.h5").records()
     assert len(rows) == 8 + 24 * 2 and sorted(r["trial_id"] for r in rows) == list(range(56))
@@ -134,3 +134,20 @@ def test_eight_workers_no_duplicates_and_the_master_never_fits_a_model(tmp_path)
             distance = np.linalg.norm(unit[a["trial_id"]] - unit[b["trial_id"]]) / math.sqrt(space.dim)
             assert not (concurrent and distance < 0.01), (a["trial_id"], b["trial_id"], distance)
     assert len({r["rank"] for r in rows}) == 8
+
+
+def test_a_worker_readies_the_gp_at_set_up_only_when_a_phase_needs_it(tmp_path):
+    """No first-task stall (importing scipy.stats took 1.3 s per worker), and no GP for random search."""
+    from hpc_hpo.config import parse_config
+    from hpc_hpo.protocol import Setup
+    from hpc_hpo.worker import Worker
+
+    (tmp_path / "objective.py").write_text(OBJECTIVE)
+    base = {"experiment": {"objective": "objective.py:objective", "seed": 1},
+            "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}}}
+    for phases, ready in (([{"strategy": "random", "trials": 4}], False),
+                          ([{"strategy": "sobol", "trials": 4}, {"strategy": "bayes", "trials": 4}], True)):
+        worker = Worker(1, send=lambda message: None)
+        hello = worker.setup(Setup(parse_config({**base, "phase": phases}, base_dir=str(tmp_path))))
+        assert hello.error == ""
+        assert (worker._suggester is not None) is ready, phases
