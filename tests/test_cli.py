@@ -177,8 +177,10 @@ def test_ctrl_c_keeps_every_finished_trial(tmp_path):
     from conftest import base_env
 
     write_experiment(tmp_path, experiment(trials=500, sleep=0.05, extra_phases=False), OBJECTIVE)
+    # As from a terminal: a suite started in the background (`cmd &`) hands its children an ignored SIGINT.
     proc = subprocess.Popen([sys.executable, "-m", "hpc_hpo", "run", "experiment.toml"], cwd=tmp_path, env=base_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
