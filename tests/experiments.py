@@ -26,9 +26,18 @@ points = [ { x = 4.5, lr = 1e-3, units = 64, act = "relu" }, { x = 1.0, lr = 1e-
 strategy = "grid"
 steps = { x = 2, lr = 2, units = 2 }
 """ if extra_phases else ""
+    return header("e2e", results, sleep, seed, direction) + f"""{phases}
+[[phase]]
+strategy = "random"
+trials = {trials}
+"""
+
+
+def header(name="e2e", results="results.h5", sleep=0.0, seed=1, direction="minimize"):
+    """[experiment] and [space] over every parameter type, for OBJECTIVE; phases follow."""
     return f"""
 [experiment]
-name = "e2e"
+name = "{name}"
 objective = "objective.py:objective"
 direction = "{direction}"
 results = "{results}"
@@ -40,8 +49,18 @@ lr    = {{ type = "float", low = 1e-5, high = 1e-1, log = true }}
 units = {{ type = "int", low = 16, high = 512, log = true }}
 act   = {{ type = "categorical", choices = ["relu", "tanh", "nan"] }}
 sleep = {{ type = "fixed", value = {sleep} }}
-{phases}
+"""
+
+
+def bayes_experiment(trials=12, sleep=0.0, seed=1, extra=""):
+    """8 Sobol points, then ``trials`` Bayesian ones; ``extra`` lines go into the bayes phase."""
+    return header("bayes", sleep=sleep, seed=seed) + f"""
 [[phase]]
-strategy = "random"
+strategy = "sobol"
+trials = 8
+
+[[phase]]
+strategy = "bayes"
 trials = {trials}
+{extra}
 """

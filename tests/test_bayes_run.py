@@ -12,7 +12,7 @@ from hpc_hpo.store import read_results
 from hpc_hpo.strategies.sobol import SobolStrategy
 
 from conftest import hpo, mpirun_command, run_command, write_experiment
-from experiments import OBJECTIVE
+from experiments import OBJECTIVE, bayes_experiment
 
 BRANIN_MIN = 0.397887
 
@@ -45,31 +45,6 @@ def test_bayes_beats_random_search_on_branin_with_the_same_budget():
     assert max(bayes) < 0.05  # every seed gets close to one of the three minima
 
 
-BAYES_EXPERIMENT = """
-[experiment]
-name = "bayes"
-objective = "objective.py:objective"
-results = "results.h5"
-seed = {seed}
-
-[space]
-x     = {{ type = "float", low = -5.0, high = 5.0 }}
-lr    = {{ type = "float", low = 1e-5, high = 1e-1, log = true }}
-units = {{ type = "int", low = 16, high = 512, log = true }}
-act   = {{ type = "categorical", choices = ["relu", "tanh", "nan"] }}
-sleep = {{ type = "fixed", value = {sleep} }}
-
-[[phase]]
-strategy = "sobol"
-trials = 8
-
-[[phase]]
-strategy = "bayes"
-trials = {trials}
-{extra}
-"""
-
-
 def table(results):
     keys = ["trial_id", "status", "value", "param_x", "param_lr", "param_units", "param_act", "strategy"]
     return [[None if isinstance(r[k], float) and math.isnan(r[k]) else r[k] for k in keys] for r in results.records()]
@@ -77,7 +52,7 @@ def table(results):
 
 def test_one_rank_is_bit_for_bit_reproducible(tmp_path):
     for name in ("a", "b"):
-        write_experiment(tmp_path / name, BAYES_EXPERIMENT.format(seed=5, sleep=0.0, trials=12, extra=""), OBJECTIVE)
+        write_experiment(tmp_path / name, bayes_experiment(trials=12, seed=5), OBJECTIVE)
         out = hpo(["run", "experiment.toml"], tmp_path / name)
         assert out.returncode == 0, out.output
     a, b = (read_results(tmp_path / n / "results.h5") for n in ("a", "b"))
@@ -96,7 +71,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_eight_workers_no_duplicates_and_the_master_never_fits_a_model(tmp_path):
     extra = 'repeats = 2\nacquisition = "ei"'
-    write_experiment(tmp_path, BAYES_EXPERIMENT.format(seed=3, sleep=0.05, trials=24, extra=extra), OBJECTIVE)
+    write_experiment(tmp_path, bayes_experiment(trials=24, sleep=0.05, seed=3, extra=extra), OBJECTIVE)
     (tmp_path / "modules.py").write_text(MODULES)
     cmd = mpirun_command(9, ["run", "experiment.toml"])
     cmd[cmd.index("-m"):cmd.index("run")] = ["modules.py"]
