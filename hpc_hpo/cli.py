@@ -136,7 +136,8 @@ def _run(args: argparse.Namespace) -> int:
     master_level, worker_level = levels(-1 if args.quiet else args.verbose)
     setup_logging(comm.rank, master_level if comm.rank == 0 else worker_level)
     try:
-        code = run_master(comm, options) if comm.rank == 0 else run_worker(comm)
+        places = comm.gather_places()  # collective: where each rank runs, and its node's GPUs
+        code = run_master(comm, options, places) if comm.rank == 0 else run_worker(comm)
     except KeyboardInterrupt:
         log.warning("interrupted; the results file holds every trial finished so far")
         if comm.size > 1:

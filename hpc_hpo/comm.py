@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .devices import Place, discover_gpus, local_place, usable_cpus
 from .protocol import Message, decode, encode
 
 #: Environment variables set by MPI launchers (mpirun/mpiexec of Open MPI, MPICH, Intel MPI,
@@ -90,6 +91,10 @@ class Comm:
                 return received
             backoff.wait()
 
+    def gather_places(self) -> list[Place] | None:
+        """Where every rank runs, gathered on the master (None on workers). Collective: every rank calls it."""
+        return [local_place(0)]
+
     def abort(self, code: int) -> None:
         """End every rank at once; used when the framework itself fails."""
         os._exit(code)
@@ -151,6 +156,22 @@ class MpiComm(Comm):
         if matched is None:
             return None
         return status.Get_source(), decode(status.Get_tag(), matched.recv())
+
+    def gather_places(self) -> list[Place] | None:
+        """Each node found by a ``COMM_TYPE_SHARED`` split; its GPUs discovered once, by its first rank."""
+        import socket
+
+        world = self._comm
+        node = world.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
+        try:
+            local_rank = node.Get_rank()
+            leader = node.bcast(self.rank, root=0)
+            gpus, source, var = node.bcast(discover_gpus() if local_rank == 0 else None, root=0)
+        finally:
+            node.Free()
+        place = Place(self.rank, socket.gethostname(), node=leader, local_rank=local_rank, cpus=usable_cpus(),
+                      gpus=gpus, gpu_source=source, visibility_var=var)
+        return world.gather(place, root=0)
 
     def abort(self, code: int) -> None:
         self._comm.Abort(code)

@@ -1,7 +1,8 @@
 """The experiment file: TOML in, frozen dataclasses out, every field validated here.
 
-The file has three parts: ``[experiment]`` (what to run and where results go), ``[space]``
-(the parameters) and one or more ``[[phase]]`` tables (how to search, in order). Command-line
+The file has these parts: ``[experiment]`` (what to run and where results go), ``[space]``
+(the parameters), one or more ``[[phase]]`` tables (how to search, in order) and an optional
+``[workers]`` table (how workers run trials: process or inline, time limit, GPUs per trial). Command-line
 flags override the file through :func:`apply_overrides`. The resolved config, with the seed
 filled in, is written back as TOML by :func:`to_toml` and stored in the results file.
 """
@@ -36,6 +37,9 @@ EXPERIMENT_KEYS = ("name", "objective", "direction", "results", "seed", "workdir
 DIRECTIONS = ("minimize", "maximize")
 OBJECTIVE_PATTERN = re.compile(r"^(?P<target>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_.]*)$")
 PHASE_COMMON_KEYS = ("strategy", "name", "trials", "repeats")
+WORKERS_KEYS = ("executor", "trial_timeout", "max_trials_per_process", "max_process_memory_mb", "gpus_per_trial",
+                "workers_per_gpu", "threads")
+EXECUTORS = ("auto", "process", "inline")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,27 @@ class ExperimentConfig:
     @property
     def minimize(self) -> bool:
         return self.direction == "minimize"
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """The ``[workers]`` table: how each worker runs its trials and what hardware it gets.
+
+    ``executor``: "process" runs trials in a supervised child process (replaced every
+    ``max_trials_per_process`` trials, when it crashes, or when its memory passes
+    ``max_process_memory_mb``); "inline" calls the objective in the worker itself; "auto"
+    (the default) picks "process" when the objective's module imports TensorFlow, Keras,
+    PyTorch or JAX. ``trial_timeout`` (seconds, 0 = none) needs the process executor.
+    ``threads = 0`` divides each node's CPUs among its workers.
+    """
+
+    executor: str = "auto"
+    trial_timeout: float = 0.0
+    max_trials_per_process: int = 10
+    max_process_memory_mb: float = 0.0
+    gpus_per_trial: int = 1
+    workers_per_gpu: int = 1
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,7 @@ class Config:
     experiment: ExperimentConfig
     space: Space
     phases: tuple[PhaseConfig, ...]
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
     base_dir: str = "."
     source: str = ""
 
@@ -131,7 +157,7 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "", default_name: str = "experiment") -> Config:
     """Validate the tables of an experiment file (already parsed from TOML)."""
-    _check_keys(data, ("experiment", "space", "phase"), "", kind="table")
+    _check_keys(data, ("experiment", "space", "phase", "workers"), "", kind="table")
     if "experiment" not in data:
         raise ConfigError("experiment: the [experiment] table is required (with at least 'objective')")
     experiment = _parse_experiment(data["experiment"], default_name)
@@ -144,7 +170,9 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "",
     if not isinstance(phases_raw, list) or not all(isinstance(p, Mapping) for p in phases_raw):
         raise ConfigError("phase: must be written as [[phase]] tables (an array of tables)")
     phases = tuple(_parse_phase(raw, i + 1, space, experiment.repeats) for i, raw in enumerate(phases_raw))
-    return Config(experiment=experiment, space=space, phases=phases, base_dir=base_dir, source=source)
+    workers = _parse_workers(data.get("workers", {}))
+    return Config(experiment=experiment, space=space, phases=phases, workers=workers, base_dir=base_dir,
+                  source=source)
 
 
 def apply_overrides(config: Config, results: str | None = None, seed: int | None = None, trials: int | None = None) -> Config:
@@ -257,6 +285,42 @@ def _parse_phase(raw: Mapping[str, Any], index: int, space: Space, repeats: int)
     return PhaseConfig(index=index, strategy=strategy, trials=trials, name=name, options=options, repeats=repeats)
 
 
+def _parse_workers(table: Any) -> WorkersConfig:
+    where = "workers"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table (got {table!r})")
+    _check_keys(table, WORKERS_KEYS, where)
+    default = WorkersConfig()
+    executor = table.get("executor", default.executor)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"{where}.executor: must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+
+    def number(key: str, default_value: float) -> float:
+        value = table.get(key, default_value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{where}.{key}: must be a number >= 0 (0 turns it off) (got {value!r})")
+        return float(value)
+
+    timeout = number("trial_timeout", default.trial_timeout)
+    memory = number("max_process_memory_mb", default.max_process_memory_mb)
+    if executor == "inline" and (timeout or memory):
+        key = "trial_timeout" if timeout else "max_process_memory_mb"
+        raise ConfigError(f"{where}.{key}: needs executor = \"process\" (a trial running inline cannot be "
+                          f"stopped) (got executor = \"inline\", {key} = {table[key]!r})")
+    per_process = check_positive_int(table.get("max_trials_per_process", default.max_trials_per_process),
+                                     f"{where}.max_trials_per_process")
+    gpus_per_trial = check_positive_int(table.get("gpus_per_trial", 1), f"{where}.gpus_per_trial")
+    workers_per_gpu = check_positive_int(table.get("workers_per_gpu", 1), f"{where}.workers_per_gpu")
+    if gpus_per_trial > 1 and workers_per_gpu > 1:
+        raise ConfigError(f"{where}: gpus_per_trial and workers_per_gpu cannot both be above 1 "
+                          f"(got gpus_per_trial = {gpus_per_trial}, workers_per_gpu = {workers_per_gpu})")
+    threads = table.get("threads", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"{where}.threads: must be an integer >= 0 (0 divides the CPUs among the workers) "
+                          f"(got {threads!r})")
+    return WorkersConfig(executor, timeout, per_process, memory, gpus_per_trial, workers_per_gpu, threads)
+
+
 # --- writing the resolved config back as TOML -------------------------------------------
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -315,6 +379,7 @@ def to_dict(config: Config) -> dict[str, Any]:
         },
         "space": config.space.describe(),
         "phase": phases,
+        "workers": {k: getattr(config.workers, k) for k in WORKERS_KEYS},
     }
 
 
@@ -334,4 +399,6 @@ def to_toml(config: Config) -> str:
                 lines.append("]")
             else:
                 lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    lines += ["", "[workers]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data["workers"].items()]
     return "\n".join(lines) + "\n"

@@ -2,10 +2,11 @@
 
 Start-up is checked before any trial runs, so bad input costs seconds and touches nothing:
 
-1. resolve the experiment (file, flags, seed) and check the results path; on error every
-   worker gets ``Stop(2)`` instead of ``Setup``;
-2. send ``Setup`` to every worker and wait for each ``Hello`` (the worker has imported the
-   objective); if any worker failed to, everyone stops with exit code 2;
+1. resolve the experiment (file, flags, seed), check the results path, and bind each worker
+   to its GPUs (:func:`hpc_hpo.devices.assign`); on error every worker gets ``Stop(2)``
+   instead of ``Setup``;
+2. send ``Setup`` (config and binding) to every worker and wait for each ``Hello`` (the
+   worker has imported the objective); if any worker failed to, everyone stops with code 2;
 3. create the results file, then dispatch until the scheduler says it is finished.
 
 The master never blocks in a receive (it polls with back-off) and never imports the
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 
 from .comm import Backoff, Comm
 from .config import Config, apply_overrides, load_config, to_toml, with_seed
+from .devices import Binding, Place, assign, describe, local_place
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, HpoError
 from .progress import ProgressReporter
-from .protocol import Hello, Result, Setup, Stop, Suggested, Task
+from .protocol import Epoch, Hello, Result, Setup, Stop, Suggested, Task
 from .scheduler import Dispatch, Record, Scheduler, ShowRunning, StopWorker, TrialFinished, TrialStarted, WorkerReady
 from .store import ResultsWriter, check_results_path
 
@@ -103,17 +105,32 @@ def describe_hosts(hellos: list[Hello], world_size: int) -> str:
     return f"{world_size} rank{'s' if world_size > 1 else ''}: master on {master_host}; {hosts}"
 
 
-def run_master(comm: Comm, options: RunOptions) -> int:
+def log_devices(places: list[Place], bindings: dict[int, Binding], warnings: list[str]) -> None:
+    """The rank -> host -> GPU map, once at start, and what does not match."""
+    for line in describe(places, bindings):
+        log.info("devices: %s", line)
+    for warning in warnings:
+        log.warning("devices: %s", warning)
+    if not any(b.gpus for b in bindings.values()):
+        threads = sorted({b.threads for b in bindings.values()})
+        log.info("no GPU found (looked at CUDA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus, nvidia-smi): trials run on "
+                 "CPU, %s thread%s per worker", "/".join(map(str, threads)), "s" if threads != [1] else "")
+
+
+def run_master(comm: Comm, options: RunOptions, places: list[Place] | None = None) -> int:
     """Run a whole experiment from rank 0; return the exit code for every rank."""
+    places = places or [local_place(0)]
     try:
         config = resolve_config(options)
+        w = config.workers
+        bindings, warnings = assign(places, w.gpus_per_trial, w.workers_per_gpu, w.threads)
     except ConfigError as exc:
         fail(str(exc))
         stop_all(comm, EXIT_USAGE)
         return EXIT_USAGE
 
     for rank in comm.worker_ranks:
-        comm.send(Setup(config), rank)
+        comm.send(Setup(config, bindings[rank]), rank)
     hellos = gather_hellos(comm)
     errors = [h.error for h in hellos if h.error]
     if errors:
@@ -139,17 +156,22 @@ def run_master(comm: Comm, options: RunOptions) -> int:
     log.info("experiment %s (%s): %d trials in %d phase%s, seed %d, results in %s", e.name, config.source,
              config.budget, len(config.phases), "s" if len(config.phases) > 1 else "", e.seed, config.results_path)
     log.info(describe_hosts(hellos, comm.size))
-    return MasterLoop(comm, config, writer, hellos, options).run()
+    log_devices(places, bindings, warnings)
+    return MasterLoop(comm, config, writer, hellos, options, bindings).run()
 
 
 class MasterLoop:
     """The dispatch loop: poll, hand events to the scheduler, carry out its instructions."""
 
-    def __init__(self, comm: Comm, config: Config, writer: ResultsWriter, hellos: list[Hello], options: RunOptions):
+    def __init__(self, comm: Comm, config: Config, writer: ResultsWriter, hellos: list[Hello], options: RunOptions,
+                 bindings: dict[int, Binding] | None = None):
         self.comm = comm
         self.config = config
         self.writer = writer
-        self.hellos = hellos
+        self.bindings = bindings or {h.rank: Binding(h.rank) for h in hellos}
+        self.hellos = [h for h in hellos if self.bindings[h.rank].takes_trials]
+        #: Ranks that take no trials (GPU group members, spares): stopped when the run ends.
+        self.resting = [h.rank for h in hellos if not self.bindings[h.rank].takes_trials]
         self.scheduler = Scheduler.from_config(config)
         self.reporter = ProgressReporter(self.scheduler.progress, every=options.progress_every)
         self.slots = {rank: i for i, rank in enumerate(comm.worker_ranks)}
@@ -192,7 +214,8 @@ class MasterLoop:
         exit_code = EXIT_FAILED  # what /runs records if the loop dies of an internal error
         try:
             for hello in self.hellos:
-                self.apply(scheduler.handle(WorkerReady(hello.rank, hello.host), time.time()))
+                gpus = self.bindings[hello.rank].label
+                self.apply(scheduler.handle(WorkerReady(hello.rank, hello.host, gpus), time.time()))
             backoff = Backoff()
             handled = 0
             while not scheduler.finished:
@@ -213,6 +236,8 @@ class MasterLoop:
                 elif kind is Suggested:
                     started = TrialStarted(source, message.trial_id, message.params, message.seconds)
                     self.apply(scheduler.handle(started, time.time()))
+                elif kind is Epoch:
+                    writer.append_epoch(message.trial_id, message.epoch, message.metrics, message.time)
                 else:
                     raise RuntimeError(f"expected a Result or Suggested from rank {source}, got {message!r}")
                 handled += 1
@@ -221,6 +246,8 @@ class MasterLoop:
                         writer.flush()
                     self.reporter.tick(len(scheduler.running))
             exit_code = scheduler.exit_code
+            for rank in self.resting:
+                comm.send(Stop(exit_code), rank)
         except KeyboardInterrupt:
             exit_code = EXIT_INTERRUPTED
             raise

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ObjectiveImportError
+from .records import DONE, FAILED, TIMEOUT
 
 #: Metric names are stored as fixed-length UTF-8 (SWMR allows nothing else): at most this many bytes.
 MAX_METRIC_NAME = 64
@@ -34,7 +35,10 @@ class TrialContext:
     """What an objective may want to know about the trial it is running.
 
     ``workdir`` is this trial's own directory (PHS's ``worker_save_path``); it is created the
-    first time it is used, so objectives that never touch it cost nothing.
+    first time it is used. ``gpus`` are the GPUs this trial may use, as the batch system
+    numbers them (empty on CPU); inside the trial they are the only ones visible.
+    :meth:`report` records metrics per epoch (the ``/epochs`` table of the results file);
+    :meth:`should_stop` says the trial is asked to end early (it ran out of time).
     """
 
     trial_id: int
@@ -46,6 +50,24 @@ class TrialContext:
     experiment: str
     experiment_seed: int = field(repr=False, default=0)
     workdir_root: str = field(repr=False, default=".")
+    gpus: tuple[str, ...] = ()
+    reporter: Callable[[int, dict[str, float]], None] | None = field(default=None, repr=False, compare=False)
+    stop_requested: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
+
+    def report(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Record ``metrics`` (name -> number) of this trial after ``epoch``; others are skipped."""
+        if self.reporter is None:
+            return
+        numbers = {}
+        for name, value in metrics.items():
+            number = _as_number(value)
+            if isinstance(name, str) and 0 < len(name.encode()) <= MAX_METRIC_NAME and number is not None:
+                numbers[name] = number
+        self.reporter(int(epoch), numbers)
+
+    def should_stop(self) -> bool:
+        """True once the trial is asked to stop early: end training and return what you have."""
+        return self.stop_requested is not None and self.stop_requested()
 
     @property
     def seed(self) -> int:
@@ -61,15 +83,25 @@ class TrialContext:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one trial produced: a value and metrics, or an error message."""
+    """What one trial produced: a value and metrics, or an error message.
+
+    ``timed_out`` marks a trial stopped at ``workers.trial_timeout``; ``memory_mb`` is the
+    resident memory of the process that ran it, measured when it ended.
+    """
 
     value: float | None
     metrics: dict[str, float]
     error: str = ""
+    timed_out: bool = False
+    memory_mb: float = float("nan")
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def status(self) -> str:
+        return TIMEOUT if self.timed_out else FAILED if self.error else DONE
 
 
 class Objective:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .records import FAILED, TrialRecord, describe_params, format_duration
+from .records import DONE, TrialRecord, describe_params, format_duration
 from .scheduler import Progress
 
 log = logging.getLogger("hpc_hpo.master")
@@ -28,8 +28,9 @@ class ProgressReporter:
 
     def trial(self, record: TrialRecord) -> None:
         p = self.progress
-        if record.status == FAILED:
-            log.warning("trial %d failed on rank %d: %s", record.trial_id, record.rank, record.error.splitlines()[0])
+        if record.status != DONE:
+            log.warning("trial %d %s on rank %d: %s", record.trial_id, record.status, record.rank,
+                        record.error.splitlines()[0])
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("trial %d done %.6g in %.3fs on rank %d", record.trial_id, record.value,
                       record.t_end - record.t_start, record.rank)

@@ -6,6 +6,7 @@ The conversation of one worker:
     worker -> master   Hello(rank, host, ...)   error set if the objective cannot be loaded
     master -> worker   Task(...)                one in flight per worker
     worker -> master   Suggested(...)           only for a Bayesian Task: the point it chose, first
+    worker -> master   Epoch(...)               any number: metrics the trial reported on its way
     worker -> master   Result(...)              the master answers with the next Task or Stop
     master -> worker   Stop(exit_code)
 
@@ -22,14 +23,16 @@ from typing import Any, NamedTuple
 from ._version import __version__
 
 #: Raised when a message changes shape; master and workers must agree.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 class Setup(NamedTuple):
-    """The resolved experiment (a :class:`hpc_hpo.config.Config`), sent once to each worker."""
+    """The resolved experiment (a :class:`hpc_hpo.config.Config`) and this worker's
+    :class:`hpc_hpo.devices.Binding` (its GPUs and threads), sent once to each worker."""
 
     TAG = 1
     config: Any
+    binding: Any = None
     version: str = __version__
     protocol: int = PROTOCOL_VERSION
 
@@ -72,7 +75,11 @@ class Suggested(NamedTuple):
 
 
 class Result(NamedTuple):
-    """The outcome of a Task: ``value`` and ``metrics``, or ``error`` for a failed trial."""
+    """The outcome of a Task: ``value`` and ``metrics``, or ``error`` for a failed trial.
+
+    ``status`` is "done", "failed" or "timeout"; ``memory_mb`` the resident memory of the
+    process that ran the trial, when it ended.
+    """
 
     TAG = 4
     trial_id: int
@@ -81,6 +88,18 @@ class Result(NamedTuple):
     error: str
     t_start: float
     t_end: float
+    status: str = ""
+    memory_mb: float = float("nan")
+
+
+class Epoch(NamedTuple):
+    """Metrics a running trial reported for one epoch (or step): stored in /epochs."""
+
+    TAG = 7
+    trial_id: int
+    epoch: int
+    metrics: dict
+    time: float
 
 
 class Stop(NamedTuple):
@@ -90,9 +109,9 @@ class Stop(NamedTuple):
     exit_code: int = 0
 
 
-Message = Setup | Hello | Task | Suggested | Result | Stop
+Message = Setup | Hello | Task | Suggested | Result | Epoch | Stop
 
-_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Setup, Hello, Task, Suggested, Result, Stop)}
+_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Setup, Hello, Task, Suggested, Result, Epoch, Stop)}
 
 
 def encode(message: Message) -> tuple[int, tuple]:

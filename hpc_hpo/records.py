@@ -8,8 +8,10 @@ from typing import Any, NamedTuple
 RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
+#: Killed after ``workers.trial_timeout`` seconds: a failed trial that ran out of time.
+TIMEOUT = "timeout"
 #: Every status a trial row can have, in the order ``status`` lists them.
-STATUSES = (DONE, FAILED, RUNNING)
+STATUSES = (DONE, FAILED, TIMEOUT, RUNNING)
 
 
 #: The metrics of a trial that has none (shared, so it must not be changed).
@@ -23,7 +25,9 @@ class TrialRecord(NamedTuple):
     UNIX seconds (NaN until known). ``params`` is None while a worker is still choosing the
     point of a Bayesian trial. ``repeat`` counts evaluations of the same point (0 for the
     first); ``group`` is the trial id of that first evaluation. ``suggest_seconds`` is the
-    time a worker spent choosing the point (NaN when the master chose it). An immutable
+    time a worker spent choosing the point (NaN when the master chose it). ``gpus`` names the
+    GPUs the trial ran on (``"cpu"`` for none); ``memory_mb`` is the resident memory of the
+    process that ran it, measured when it ended (NaN if unknown). An immutable
     NamedTuple, like the protocol messages: the master builds two per trial.
     """
 
@@ -43,6 +47,8 @@ class TrialRecord(NamedTuple):
     repeat: int = 0
     group: int = -1
     suggest_seconds: float = float("nan")
+    gpus: str = ""
+    memory_mb: float = float("nan")
 
 
 def describe_params(params: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ class WorkerReady(NamedTuple):
 
     rank: int
     host: str
+    gpus: str = ""
 
 
 class TrialStarted(NamedTuple):
@@ -153,6 +154,7 @@ class Scheduler:
     progress: Progress = field(init=False)
     running: dict[int, TrialRecord] = field(default_factory=dict, init=False)
     hosts: dict[int, str] = field(default_factory=dict, init=False)
+    gpus: dict[int, str] = field(default_factory=dict, init=False)
     stopped: set[int] = field(default_factory=set, init=False)
     exit_code: int = field(default=EXIT_OK, init=False)
     error: str = field(default="", init=False)
@@ -187,6 +189,7 @@ class Scheduler:
             instructions = self._on_started(event)
         elif type(event) is WorkerReady:
             self.hosts[event.rank] = event.host
+            self.gpus[event.rank] = event.gpus
             self._seen[event.rank] = 0
             instructions = []
             self._idle.append(event.rank)
@@ -219,10 +222,10 @@ class Scheduler:
         trial = self.running.pop(rank, None)
         if trial is None or trial.trial_id != result.trial_id or trial.params is None:
             raise RuntimeError(f"rank {rank} returned trial {result.trial_id}, but it was running {trial!r}")
-        failed = bool(result.error)
-        value = None if failed else result.value
-        record = trial._replace(status=FAILED if failed else DONE, t_start=result.t_start, t_end=result.t_end,
-                                value=value, metrics=result.metrics, error=result.error)
+        status = result.status or (FAILED if result.error else DONE)
+        value = result.value if status == DONE else None
+        record = trial._replace(status=status, t_start=result.t_start, t_end=result.t_end, value=value,
+                                metrics=result.metrics, error=result.error, memory_mb=result.memory_mb)
         self.history.append((trial.params, value))
         self._count(record)
         phase = self.phases[trial.phase - 1]
@@ -232,7 +235,7 @@ class Scheduler:
 
     def _count(self, record: TrialRecord) -> None:
         p = self.progress
-        if record.status == FAILED:
+        if record.status != DONE:  # failed or timed out
             p.failed += 1
             if self.max_initial_failures and p.done == 0 and p.failed >= self.max_initial_failures:
                 self.stop(EXIT_FAILED, f"the first {p.failed} trials all failed; the objective looks broken. "
@@ -299,7 +302,7 @@ class Scheduler:
         trial_id, self._next_id = self._next_id, self._next_id + 1
         trial = TrialRecord(trial_id=trial_id, status=RUNNING, params=params, phase=phase.config.index,
                             strategy=phase.config.strategy, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
-                            group=trial_id)
+                            group=trial_id, gpus=self.gpus.get(rank, ""))
         self.running[rank] = trial
         if phase.config.repeats > 1:
             self._group_ranks[trial_id] = {rank}
@@ -330,7 +333,7 @@ class Scheduler:
         trial_id, self._next_id = self._next_id, self._next_id + 1
         trial = TrialRecord(trial_id=trial_id, status=RUNNING, params=repeat.params, phase=repeat.phase,
                             strategy=repeat.strategy, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
-                            repeat=repeat.repeat, group=repeat.group)
+                            repeat=repeat.repeat, group=repeat.group, gpus=self.gpus.get(rank, ""))
         self.running[rank] = trial
         if repeat.repeat == self.phases[repeat.phase - 1].config.repeats - 1:
             del self._group_ranks[repeat.group]  # the group's last repeat: nothing left to spread

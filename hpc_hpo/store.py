@@ -1,12 +1,13 @@
 """The HDF5 results file: its layout, the master's writer, and readers.
 
-Layout (``FORMAT_VERSION`` 1; every string is fixed-length UTF-8 bytes, because HDF5's
+Layout (``FORMAT_VERSION`` 2; every string is fixed-length UTF-8 bytes, because HDF5's
 single-writer/multiple-reader mode (SWMR) does not support variable-length data):
 
     /trials         compound, one row per finished trial, appended in order of completion
     /running        compound, same columns, one slot per worker; status "" = free slot
     /metrics        float64 (rows of /trials, metrics), NaN where a trial lacks a metric
     /metric_names   names of the /metrics columns
+    /epochs         compound (trial_id, epoch, name, value, time): what trials reported per epoch
     /runs           one row per run (job) that wrote the file: times, ranks, exit code, cost
     attributes      format_version, hpc_hpo_version, config (TOML), space (JSON), seed, ...
 
@@ -36,7 +37,7 @@ from .errors import ConfigError, StoreError
 from .records import RUNNING, TrialRecord
 from .space import CategoricalParam, FloatParam, IntParam, Param, Space
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Oldest HDF5 file format we write: readable by HDF5 1.10 and later, and SWMR-capable.
 LIBVER = ("v110", "v110")
 ERROR_BYTES = 2048
@@ -58,8 +59,18 @@ BASE_COLUMNS: list[tuple[str, Any]] = [
     ("repeat", "<i4"),
     ("group", "<i8"),
     ("suggest_seconds", "<f8"),
+    ("gpus", "S32"),
+    ("memory_mb", "<f4"),
     ("error", f"S{ERROR_BYTES}"),
 ]
+
+EPOCHS_DTYPE = np.dtype([
+    ("trial_id", "<i8"),
+    ("epoch", "<i4"),
+    ("name", f"S{NAME_BYTES}"),
+    ("value", "<f8"),
+    ("time", "<f8"),
+])
 
 RUNS_DTYPE = np.dtype([
     ("run", "<i4"),
@@ -146,6 +157,8 @@ class ResultsWriter:
         self._metrics = file["metrics"]
         self._metric_names_ds = file["metric_names"]
         self._runs = file["runs"]
+        self._epochs = file["epochs"]
+        self._epoch_rows: list[tuple] = []
         self.metric_names: list[str] = [n.decode() for n in self._metric_names_ds[:]]
         self._metric_index = {name: i for i, name in enumerate(self.metric_names)}
         self._encoders = [(p.name, _encoder(p)) for p in space.params]
@@ -176,6 +189,7 @@ class ResultsWriter:
                             chunks=(_CHUNK_ROWS, 8), fillvalue=np.nan)
         file.create_dataset("metric_names", shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(16,))
         file.create_dataset("runs", shape=(0,), maxshape=(None,), dtype=RUNS_DTYPE, chunks=(16,))
+        file.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype=EPOCHS_DTYPE, chunks=(256,))
         file.attrs.update({
             "format_version": FORMAT_VERSION,
             "hpc_hpo_version": __version__,
@@ -215,6 +229,7 @@ class ResultsWriter:
             record.trial_id, self._text(record.status, 10), math.nan if record.value is None else record.value,
             record.phase, self._text(record.strategy, 16), record.rank, self._text(record.host, HOST_BYTES),
             record.t_submit, record.t_start, record.t_end, record.repeat, record.group, record.suggest_seconds,
+            self._text(record.gpus, 32), record.memory_mb,
             fit_bytes(record.error, ERROR_BYTES) if record.error else b"", *values,
         )
 
@@ -226,6 +241,12 @@ class ResultsWriter:
         """Queue a finished trial for /trials (written at the next flush)."""
         self._rows.append(self._row(record))
         self._row_metrics.append(record.metrics)
+        self._touch()
+
+    def append_epoch(self, trial_id: int, epoch: int, metrics: dict[str, float], when: float) -> None:
+        """Queue the metrics a running trial reported for one epoch (written at the next flush)."""
+        for name, value in metrics.items():
+            self._epoch_rows.append((trial_id, epoch, self._text(name, NAME_BYTES), value, when))
         self._touch()
 
     def set_running(self, slot: int, record: TrialRecord | None) -> None:
@@ -254,6 +275,11 @@ class ResultsWriter:
             self._write_metrics(n0, n1)
             self._rows.clear()
             self._row_metrics.clear()
+        if self._epoch_rows:
+            n0 = self._epochs.shape[0]
+            self._epochs.resize((n0 + len(self._epoch_rows),))
+            self._epochs[n0:] = np.array(self._epoch_rows, dtype=EPOCHS_DTYPE)
+            self._epoch_rows.clear()
         if self._running_dirty:
             running = np.zeros(len(self._slots), dtype=self.dtype)  # status b"": a free slot
             for i, record in enumerate(self._slots):
@@ -317,6 +343,7 @@ class Results:
     metric_names: list[str]
     metrics: np.ndarray             # (len(trials), len(metric_names)), NaN where absent
     runs: np.ndarray
+    epochs: np.ndarray              # /epochs rows: trial_id, epoch, name, value, time
     finished_rows: int = 0          # how many of ``trials`` come from /trials
     columns: list[str] = field(default_factory=list)
 
@@ -379,6 +406,7 @@ def read_results(path: str | Path) -> Results:
             stored = file["metrics"][: len(finished), :]
             metrics[: stored.shape[0], : stored.shape[1]] = stored
             runs = file["runs"][:]
+            epochs = file["epochs"][:]
         except KeyError as exc:
             raise StoreError(f"{path}: not an hpc_hpo results file (missing {exc})") from None
     # A trial can be seen both finished and still in its running slot between two flushes.
@@ -387,7 +415,7 @@ def read_results(path: str | Path) -> Results:
     trials = np.concatenate([finished, running]) if len(running) else finished
     return Results(
         path=Path(path), attrs=attrs, space=json.loads(attrs.get("space", "{}")), trials=trials,
-        metric_names=names, metrics=metrics, runs=runs, finished_rows=len(finished),
+        metric_names=names, metrics=metrics, runs=runs, epochs=epochs, finished_rows=len(finished),
         columns=list(trials.dtype.names),
     )
 

@@ -1,11 +1,16 @@
 """The worker driver: turns the master's messages into trials and results.
 
-:class:`Worker` holds the logic (Setup -> Hello, Task -> [Suggested] -> Result) and replies
+:class:`Worker` holds the logic (Setup -> Hello, Task -> [Suggested] -> [Epoch...] -> Result) and replies
 through the ``send`` it is given, so it serves both the MPI loop in :func:`run_worker` and
 the one-process run, where :class:`hpc_hpo.comm.LocalComm` hands it messages directly.
 The Gaussian-process code is imported during set-up when the experiment has a phase whose
 points are chosen on the workers (all workers import it at once, before the first trial,
 rather than one after another on their first Bayesian task), and never otherwise.
+
+At set-up the worker applies its device binding (GPUs, threads) to its environment before
+anything can import TensorFlow, then starts its executor. A rank that is a non-leading
+member of a GPU group (``gpus_per_trial > 1``), or a spare, loads nothing and only waits
+for Stop.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import numpy as np
 
 from ._version import __version__
 from .comm import MASTER, Backoff, Comm
+from .devices import Binding, apply_binding
 from .errors import ObjectiveImportError
-from .executor import InlineExecutor
+from .executor import InlineExecutor, ProcessExecutor, choose_executor
 from .objective import TrialContext
-from .protocol import PROTOCOL_VERSION, Hello, Message, Result, Setup, Stop, Suggested, Task
+from .protocol import PROTOCOL_VERSION, Epoch, Hello, Message, Result, Setup, Stop, Suggested, Task
 from .strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,8 @@ class Worker:
         self.send = send
         self.host = host or socket.gethostname()
         self.config = None
-        self.executor: InlineExecutor | None = None
+        self.binding = Binding(rank)
+        self.executor: InlineExecutor | ProcessExecutor | None = None
         self._suggester = None
 
     def handle(self, message: Message) -> None:
@@ -59,14 +66,28 @@ class Worker:
                      f"the master runs {setup.version} (protocol {setup.protocol}); install one version everywhere")
         else:
             self.config = setup.config
-            experiment = self.config.experiment
+            if setup.binding is not None:
+                self.binding = setup.binding
+            apply_binding(self.binding)
+            if not self.binding.takes_trials:
+                return Hello(self.rank, self.host, os.getpid())
             try:
-                self.executor = InlineExecutor(experiment.objective, self.config.base_dir)
+                self.executor = self._make_executor()
             except ObjectiveImportError as exc:
                 error = f"{exc} on rank {self.rank} ({self.host})"
             if not error and any(STRATEGIES[phase.strategy].suggests_on_worker for phase in self.config.phases):
                 self._suggester = self._make_suggester()
         return Hello(self.rank, self.host, os.getpid(), error=error)
+
+    def _make_executor(self) -> InlineExecutor | ProcessExecutor:
+        experiment, workers = self.config.experiment, self.config.workers
+        kind = choose_executor(workers.executor, experiment.objective, self.config.base_dir)
+        log.debug("runs trials %s", "in a child process" if kind == "process" else "inline")
+        if kind == "inline":
+            return InlineExecutor(experiment.objective, self.config.base_dir)
+        return ProcessExecutor(experiment.objective, self.config.base_dir, trial_timeout=workers.trial_timeout,
+                               max_trials_per_process=workers.max_trials_per_process,
+                               max_process_memory_mb=workers.max_process_memory_mb)
 
     def run_task(self, task: Task) -> None:
         params = task.params if task.suggest is None else self.choose(task)
@@ -74,13 +95,19 @@ class Worker:
         context = TrialContext(
             trial_id=task.trial_id, params=params, rank=self.rank, host=self.host, phase=task.phase,
             strategy=task.strategy, experiment=experiment.name, experiment_seed=experiment.seed,
-            workdir_root=experiment.workdir,
+            workdir_root=experiment.workdir, gpus=self.binding.gpus,
         )
+        trial_id, send = task.trial_id, self.send
+
+        def report(epoch: int, metrics: dict) -> None:
+            send(Epoch(trial_id, epoch, metrics, time.time()))
+
         t_start = time.time()
-        outcome = self.executor.run(dict(params), context)
+        outcome = self.executor.run(dict(params), context, report)
         t_end = time.time()
-        log.debug("trial %d %s in %.3fs", task.trial_id, "failed" if outcome.error else "done", t_end - t_start)
-        self.send(Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end))
+        log.debug("trial %d %s in %.3fs", task.trial_id, outcome.status, t_end - t_start)
+        self.send(Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end,
+                         outcome.status, outcome.memory_mb))
 
     def choose(self, task: Task) -> dict:
         """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
@@ -122,3 +149,5 @@ def run_worker(comm: Comm) -> int:
             worker.close()
             return message.exit_code
         worker.handle(message)
+        if not worker.binding.takes_trials:  # a group member or spare: only Stop will come
+            backoff = Backoff(spin=0.0, max_sleep=0.1)

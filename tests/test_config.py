@@ -145,7 +145,7 @@ x = { type = "float", low = 0.0, high = 1.0 }
      "experiment.seed: must be an integer (got 'one')"),
     ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'float', low = 0.1, high = 0.01 }\n",
      "space.x: 'low' must be < 'high' (got low=0.1, high=0.01)"),
-    ("[experiment]\nobjective = 'm:f'\n[spaces]\n", "spaces: unknown table (allowed: experiment, space, phase)"),
+    ("[experiment]\nobjective = 'm:f'\n[spaces]\n", "spaces: unknown table (allowed: experiment, space, phase, workers)"),
     ("[experiment]\nobjective = 'm:f'\n", "space: the [space] table is required"),
     ("[experiment\nobjective = 'm:f'\n", "TOML syntax error: "),
     ("[experiment]\nobjective = 'm:f'\nmax_initial_failures = -1\n[space]\nx = { type = 'fixed', value = 1 }\n",

@@ -14,7 +14,7 @@ import pytest
 from hpc_hpo.errors import ConfigError, StoreError
 from hpc_hpo.records import DONE, FAILED, RUNNING, TrialRecord
 from hpc_hpo.space import parse_space
-from hpc_hpo.store import ERROR_BYTES, ResultsWriter, check_results_path, fit_bytes, read_results
+from hpc_hpo.store import ERROR_BYTES, FORMAT_VERSION, ResultsWriter, check_results_path, fit_bytes, read_results
 
 SPACE = parse_space({
     "x": {"type": "float", "low": -5.0, "high": 5.0},
@@ -71,16 +71,22 @@ def test_rows_round_trip_with_every_parameter_type_and_late_metrics(tmp_path):
 def test_layout_is_readable_with_plain_h5py(tmp_path):
     path = tmp_path / "r.h5"
     writer = create(path)
-    writer.append(record(0, metrics={"acc": 0.9}))
+    writer.append(record(0, metrics={"acc": 0.9})._replace(gpus="4,5", memory_mb=812.5))
+    writer.append_epoch(0, 0, {"loss": 1.5, "val_accuracy": 0.5}, 100.0)
+    writer.append_epoch(0, 1, {"loss": 0.7, "val_accuracy": 0.8}, 101.0)
     writer.close(exit_code=0, trials=1, loop_seconds=1.0, master_cpu_seconds=0.0)
     with h5py.File(path, "r") as f:
-        assert set(f) == {"trials", "running", "metrics", "metric_names", "runs"}
+        assert set(f) == {"trials", "running", "metrics", "metric_names", "runs", "epochs"}
         trials = f["trials"][:]
         assert trials["param_act"][0].decode() == "relu"
         assert trials["status"][0] == b"done"
+        assert trials["gpus"][0] == b"4,5" and trials["memory_mb"][0] == 812.5
+        epochs = f["epochs"][:]
+        assert epochs["name"].tolist() == [b"loss", b"val_accuracy"] * 2
+        assert epochs["epoch"].tolist() == [0, 0, 1, 1] and epochs["value"][3] == 0.8
         assert f["metric_names"][:].tolist() == [b"acc"]
         assert f["metrics"][0, 0] == 0.9
-        assert f.attrs["format_version"] == 1 and f.attrs["direction"] == "minimize"
+        assert f.attrs["format_version"] == 2 and f.attrs["direction"] == "minimize"
         assert "x" in f.attrs["space"]
 
 
@@ -144,9 +150,13 @@ def test_reading_files_that_are_not_results(tmp_path):
     with pytest.raises(StoreError, match="no such results file"):
         read_results(tmp_path / "none.h5")
     with h5py.File(tmp_path / "other.h5", "w") as f:
-        f.attrs["format_version"] = 1
+        f.attrs["format_version"] = FORMAT_VERSION
     with pytest.raises(StoreError, match="not an hpc_hpo results file"):
         read_results(tmp_path / "other.h5")
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f.attrs["format_version"] = 1
+    with pytest.raises(StoreError, match="results format 1 is not supported"):
+        read_results(tmp_path / "old.h5")
 
 
 def test_file_is_compressed(tmp_path):

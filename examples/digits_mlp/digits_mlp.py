@@ -1,0 +1,1 @@
+../../hpc_hpo/examples/digits_mlp.py

@@ -1,0 +1,47 @@
+"""A Keras MLP on scikit-learn's bundled digits (8x8 images, 1,797 samples; no download).
+
+The built-in default experiment (``python -m hpc_hpo run`` with no file) and
+``examples/digits_mlp``. It tunes learning rate, width, dropout, batch size and activation,
+and returns the best validation accuracy. Copy this file to start your own objective: it
+shows the three helpers of :mod:`hpc_hpo.tf` (strategy, linear scaling, per-epoch metrics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from hpc_hpo import tf as hpo_tf
+
+# Loaded once per trial process, not once per trial.
+_x, _y = load_digits(return_X_y=True)
+X_TRAIN, X_VAL, Y_TRAIN, Y_VAL = train_test_split((_x / 16.0).astype("float32"), _y, test_size=0.25,
+                                                  random_state=0, stratify=_y)
+
+
+def objective(params, trial):
+    keras = hpo_tf.keras()
+    keras.utils.set_random_seed(trial.seed % 2**31)
+    strategy = hpo_tf.distribution_strategy(trial)
+    batch_size, learning_rate = hpo_tf.scale_for_replicas(params["batch_size"], params["learning_rate"], strategy)
+    with strategy.scope():
+        layers = [keras.Input(shape=(64,))]
+        for _ in range(2):
+            layers += [keras.layers.Dense(params["units"], activation=params["activation"]),
+                       keras.layers.Dropout(params["dropout"])]
+        model = keras.Sequential(layers + [keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    history = model.fit(X_TRAIN, Y_TRAIN, batch_size=batch_size, epochs=params["epochs"], verbose=0,
+                        validation_data=(X_VAL, Y_VAL), callbacks=[hpo_tf.epoch_callback(trial)]).history
+    best = int(np.argmax(history["val_accuracy"]))
+    return {
+        "value": float(history["val_accuracy"][best]),
+        "val_loss": float(history["val_loss"][best]),
+        "train_accuracy": float(history["accuracy"][best]),
+        "best_epoch": best,
+        "gpus_seen": len(tf.config.list_logical_devices("GPU")),  # proof, from inside the trial, of the GPU
+        "replicas": strategy.num_replicas_in_sync,
+    }
