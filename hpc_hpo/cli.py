@@ -24,7 +24,7 @@ exit codes: 0 finished; 1 the run failed (for example the first trials all faile
 
 examples:
   mpirun -n 9 python -m hpc_hpo run experiment.toml   # 1 master + 8 workers
-  python -m hpc_hpo run                                # built-in default experiment, one process
+  python -m hpc_hpo run                                # built-in default experiment (Keras MLP), one process
   python -m hpc_hpo status results.h5                  # also while the search runs
   python -m hpc_hpo export results.h5 -o results.csv
 """
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run", help="run an experiment (under mpirun: rank 0 is the master, the others workers)",
-        description="Run the experiment in CONFIG (the built-in default, a 2-D Griewank random search, if none). "
+        description="Run the experiment in CONFIG (the built-in default, a Keras MLP on the digits data, if none). "
                     "Under mpirun rank 0 is the master and every other rank a worker; with one rank one process "
                     "does both.")
     run.add_argument("config", nargs="?", help="experiment file (TOML); omit for the built-in default experiment")

@@ -1,4 +1,4 @@
-"""Objectives for the built-in default experiment and for quick checks of a cluster set-up."""
+"""Light objectives without TensorFlow, for quick checks of a cluster set-up and for the tests."""
 
 from __future__ import annotations
 

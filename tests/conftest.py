@@ -45,8 +45,9 @@ class Completed:
         return self.stdout + self.stderr
 
 
-def run_command(cmd: list[str], cwd: Path, timeout: float) -> Completed:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def run_command(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None) -> Completed:
+    """Run ``cmd`` with the test environment plus ``env``; fail the test if it runs over ``timeout``."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**base_env(), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -65,10 +66,11 @@ def mpirun_command(ranks: int, args: list[str]) -> list[str]:
             sys.executable, "-m", "hpc_hpo", *args]
 
 
-def hpo(args: list[str], cwd: Path, ranks: int | None = None, timeout: float = 120) -> Completed:
+def hpo(args: list[str], cwd: Path, ranks: int | None = None, timeout: float = 120,
+        env: dict[str, str] | None = None) -> Completed:
     """``python -m hpc_hpo ARGS`` in one process, or under ``mpirun -n ranks``."""
     cmd = [sys.executable, "-m", "hpc_hpo", *args] if ranks is None else mpirun_command(ranks, args)
-    return run_command(cmd, cwd, timeout)
+    return run_command(cmd, cwd, timeout, env)
 
 
 def write_experiment(directory: Path, body: str, objective: str | None = None, name: str = "experiment.toml") -> Path:

@@ -131,7 +131,7 @@ def test_check_validates_and_prints_the_resolved_experiment(tmp_path):
     assert out.stdout.startswith("[experiment]\nname = \"e2e\"")
     assert "# ok: 33 trials (explicit 2, grid 24, random 7)" in out.stderr
     broken = hpo(["check"], tmp_path / "..")  # the built-in default experiment
-    assert broken.returncode == 0 and "griewank-default" in broken.stdout
+    assert broken.returncode == 0 and "digits_mlp" in broken.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -64,7 +64,7 @@ def test_shipped_experiments_load():
     for path in [DEFAULT_EXPERIMENT, REPO / "examples/griewank/experiment.toml"]:
         config = load_config(path)
         assert config.budget > 0
-    assert load_config(None).experiment.name == "griewank-default"
+    assert load_config(None).experiment.name == "digits_mlp"
 
 
 def test_defaults(tmp_path):

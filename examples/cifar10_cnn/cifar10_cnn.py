@@ -4,7 +4,7 @@ CIFAR-10 is read from a local directory in its standard python-pickle batch form
 (``data_batch_1`` ... ``data_batch_5`` and ``test_batch``, as in ``cifar-10-python.tar.gz``);
 nothing is downloaded, since cluster nodes rarely reach the internet. Run it with::
 
-    mpirun -n 9 python examples/cifar10_cnn/cifar10_cnn.py --data /path/to/cifar-10-batches-py [run options]
+    mpirun -n 9 python examples/cifar10_cnn/run.py --data /path/to/cifar-10-batches-py [run options]
 
 which runs ``python -m hpc_hpo run examples/cifar10_cnn/experiment.toml`` with the data path
 in ``CIFAR10_DATA`` (set that variable yourself to use ``python -m hpc_hpo run`` directly).
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,21 +75,3 @@ def objective(params, trial):
                         validation_data=(X_TEST, Y_TEST), callbacks=[hpo_tf.epoch_callback(trial)]).history
     return {"value": float(history["val_accuracy"][-1]), "val_loss": float(history["val_loss"][-1]),
             "train_accuracy": float(history["accuracy"][-1]), "gpus_seen": len(tf.config.list_logical_devices("GPU"))}
-
-
-def main(argv: list[str]) -> int:
-    """``--data DIR`` then any ``hpc_hpo run`` options: run this example's experiment on that data."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Run the CIFAR-10 CNN study (PHS paper) with hpc_hpo.")
-    parser.add_argument("--data", required=True, help="directory with data_batch_1..5 and test_batch")
-    parser.add_argument("--config", default=str(HERE / "experiment.toml"), help="experiment file")
-    args, rest = parser.parse_known_args(argv)
-    os.environ[DATA_VAR] = str(Path(args.data).resolve())
-    from hpc_hpo.cli import main as hpc_hpo_main
-
-    return hpc_hpo_main(["run", args.config, *rest])
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
