@@ -83,6 +83,16 @@ def write_experiment(directory: Path, body: str, objective: str | None = None, n
     return path
 
 
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """A worker set up inside the test process binds itself through os.environ (threads, GPUs):
+    undo that after each test, so later subprocesses see the environment the suite started with."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path

@@ -6,6 +6,7 @@ are few and small. They skip when TensorFlow is not installed (scripts/setup.sh 
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import sys
 
@@ -16,7 +17,8 @@ from hpc_hpo.store import read_results
 
 from conftest import REPO, hpo, mpirun_command, run_command, write_experiment
 
-pytest.importorskip("tensorflow")
+if importlib.util.find_spec("tensorflow") is None:  # without importing it into the test process
+    pytest.skip("TensorFlow is not installed (scripts/setup.sh installs it)", allow_module_level=True)
 
 
 def digits_experiment(tmp_path, phases: str, epochs: int, workers: str = ""):
