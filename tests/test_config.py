@@ -150,6 +150,16 @@ x = { type = "float", low = 0.0, high = 1.0 }
     ("[experiment\nobjective = 'm:f'\n", "TOML syntax error: "),
     ("[experiment]\nobjective = 'm:f'\nmax_initial_failures = -1\n[space]\nx = { type = 'fixed', value = 1 }\n",
      "experiment.max_initial_failures: must be an integer >= 0"),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\nexecutor = 'thread'\n", "workers.executor: must be one of auto, process, inline (got 'thread')"),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\ntrial_timeout = -5\n", "workers.trial_timeout: must be a number >= 0 (0 turns it off) (got -5)"),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\nexecutor = 'inline'\ntrial_timeout = 60\n",
+     'workers.trial_timeout: needs executor = "process" (a trial running inline cannot be stopped) '
+     '(got executor = "inline", trial_timeout = 60)'),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\ngpus_per_trial = 2\nworkers_per_gpu = 2\n",
+     "workers: gpus_per_trial and workers_per_gpu cannot both be above 1 (got gpus_per_trial = 2, workers_per_gpu = 2)"),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\ngpus_per_trial = 0\n", "workers.gpus_per_trial: must be >= 1 (got 0)"),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\nthreads = 1.5\n", "workers.threads: must be an integer >= 0"),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\ngpu = 1\n", "workers.gpu: unknown key"),
 ])
 def test_bad_input_is_one_line_naming_field_rule_and_value(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:

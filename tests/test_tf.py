@@ -7,6 +7,7 @@ are few and small. They skip when TensorFlow is not installed (scripts/setup.sh 
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import sys
 
@@ -18,6 +19,8 @@ from hpc_hpo.store import read_results
 from conftest import REPO, hpo, mpirun_command, run_command, write_experiment
 
 if importlib.util.find_spec("tensorflow") is None:  # without importing it into the test process
+    if os.environ.get("HPC_HPO_TEST_TF") == "1":  # scripts/test.sh: TensorFlow must be there, never skip
+        raise RuntimeError("HPC_HPO_TEST_TF=1 but TensorFlow is not installed; run scripts/setup.sh")
     pytest.skip("TensorFlow is not installed (scripts/setup.sh installs it)", allow_module_level=True)
 
 
