@@ -20,11 +20,14 @@ log = logging.getLogger("hpc_hpo.cli")
 
 EPILOG = """\
 exit codes: 0 finished; 1 the run failed (for example the first trials all failed);
-2 bad input (command line, experiment file, results path, objective); 130 interrupted.
+2 bad input (command line, experiment file, results path, objective); 3 stopped early,
+resumable (time limit, or SIGTERM/SIGUSR1/SIGINT): finished trials are stored, run again
+with --resume; 130 a second stop signal ended it at once (--resume still works).
 
 examples:
   mpirun -n 9 python -m hpc_hpo run experiment.toml   # 1 master + 8 workers
   python -m hpc_hpo run                                # built-in default experiment (Keras MLP), one process
+  mpirun -n 9 python -m hpc_hpo run experiment.toml --resume --time-limit 11:55:00   # in a job script
   python -m hpc_hpo status results.h5                  # also while the search runs
   python -m hpc_hpo export results.h5 -o results.csv
 """
@@ -35,6 +38,18 @@ def _positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number of seconds (got {text!r})") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
+    return value
+
+
+def _duration(text: str) -> float:
+    from .walltime import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
     return value
@@ -64,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, metavar="N", help="random seed (overrides experiment.seed)")
     run.add_argument("--trials", type=int, metavar="N", help="number of trials of the last phase (overrides its 'trials')")
     run.add_argument("--overwrite", action="store_true", help="replace an existing results file (refused otherwise)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the results file if it exists (start it if not): finished trials are kept, trials "
+                          "that were running when the last job ended run again first; --trials may raise the budget")
+    run.add_argument("--force", action="store_true",
+                     help="with --resume: continue even if the space, objective, direction, seed or phases changed "
+                          "(the changes are logged)")
+    run.add_argument("--time-limit", type=_duration, metavar="DURATION",
+                     help="this job's wall time (seconds, HH:MM:SS or D-HH:MM:SS); default: from SLURM "
+                          "(SLURM_JOB_END_TIME, squeue) or PBS (PBS_WALLTIME). No trial starts that would not end "
+                          "before the limit less the margin; at that point the job stops and exits 3 (resumable)")
+    run.add_argument("--time-margin", type=_duration, default=60.0, metavar="DURATION",
+                     help="time kept free before the job's end for closing the file and resubmitting (default: 60 s)")
     run.add_argument("--progress-every", type=_positive_seconds, default=10.0, metavar="SECONDS",
                      help="seconds between progress lines of the master (default: 10)")
     run.add_argument("-v", "--verbose", action="count", default=0,
@@ -127,7 +154,9 @@ def _run(args: argparse.Namespace) -> int:
     from .worker import Worker, run_worker
 
     options = RunOptions(config_path=args.config, results=args.results, seed=args.seed, trials=args.trials,
-                         overwrite=args.overwrite, progress_every=args.progress_every)
+                         overwrite=args.overwrite, resume=args.resume, force=args.force,
+                         time_limit=args.time_limit, time_margin=args.time_margin,
+                         progress_every=args.progress_every)
     comm = open_comm()
     local_worker = None
     if isinstance(comm, LocalComm):  # one process: the master talks to an in-process worker
@@ -137,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(comm.rank, master_level if comm.rank == 0 else worker_level)
     try:
         places = comm.gather_places()  # collective: where each rank runs, and its node's GPUs
-        code = run_master(comm, options, places) if comm.rank == 0 else run_worker(comm)
+        code = run_master(comm, options, places, local_worker) if comm.rank == 0 else run_worker(comm)
     except KeyboardInterrupt:
         log.warning("interrupted; the results file holds every trial finished so far")
         if comm.size > 1:

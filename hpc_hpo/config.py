@@ -33,7 +33,8 @@ else:  # pragma: no cover - exercised only on Python 3.10
 #: The experiment run when ``hpc_hpo run`` is given no file.
 DEFAULT_EXPERIMENT = Path(__file__).with_name("default_experiment.toml")
 
-EXPERIMENT_KEYS = ("name", "objective", "direction", "results", "seed", "workdir", "max_initial_failures", "repeats")
+EXPERIMENT_KEYS = ("name", "objective", "direction", "results", "seed", "workdir", "max_initial_failures", "repeats",
+                   "resume")
 DIRECTIONS = ("minimize", "maximize")
 OBJECTIVE_PATTERN = re.compile(r"^(?P<target>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_.]*)$")
 PHASE_COMMON_KEYS = ("strategy", "name", "trials", "repeats")
@@ -54,6 +55,7 @@ class ExperimentConfig:
     workdir: str = ""
     max_initial_failures: int = 10
     repeats: int = 1
+    resume: bool = False  # continue an existing results file (as --resume)
 
     @property
     def minimize(self) -> bool:
@@ -254,7 +256,10 @@ def _parse_experiment(table: Any, default_name: str) -> ExperimentConfig:
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
         raise ConfigError(f"{where}.max_initial_failures: must be an integer >= 0 (0 turns the check off) (got {failures!r})")
     repeats = check_positive_int(table.get("repeats", 1), f"{where}.repeats")
-    return ExperimentConfig(name, objective, direction, results, seed, workdir, failures, repeats)
+    resume = table.get("resume", False)
+    if not isinstance(resume, bool):
+        raise ConfigError(f"{where}.resume: must be true or false (got {resume!r})")
+    return ExperimentConfig(name, objective, direction, results, seed, workdir, failures, repeats, resume)
 
 
 def _parse_phase(raw: Mapping[str, Any], index: int, space: Space, repeats: int) -> PhaseConfig:
@@ -376,6 +381,7 @@ def to_dict(config: Config) -> dict[str, Any]:
             "workdir": e.workdir,
             "max_initial_failures": e.max_initial_failures,
             "repeats": e.repeats,
+            **({"resume": True} if e.resume else {}),
         },
         "space": config.space.describe(),
         "phase": phases,

@@ -12,7 +12,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 #: Exit status for bad input: command line, experiment file, results path, objective import.
 EXIT_USAGE = 2
-#: Exit status after Ctrl-C.
+#: Exit status of a run that stopped before its budget was spent, at its time limit or at a
+#: signal (SIGTERM, SIGUSR1, SIGINT): everything finished is stored; run again with --resume.
+EXIT_RESUMABLE = 3
+#: Exit status after a second Ctrl-C (or other stop signal): ended at once; --resume still works.
 EXIT_INTERRUPTED = 130
 
 

@@ -47,6 +47,18 @@ _LAUNCHER_PREFIXES = ("OMPI_", "PMIX_", "PMI_", "HYDRA_", "PALS_", "MPI_LOCALRAN
 _KEEP = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
 
 Reporter = Callable[[int, dict], None]
+#: Asked while a trial runs in a child: True when the job is ending and the trial must be dropped.
+Abandon = Callable[[], bool]
+#: How often a supervising worker asks ``abandon`` (seconds).
+ABANDON_POLL = 0.1
+
+
+class TrialAbandoned(BaseException):
+    """The job is ending (a signal, or the master's Stop): the running trial is dropped, not recorded.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that an objective's ``except Exception``
+    cannot swallow it when it is raised inside an inline trial.
+    """
 
 
 class InlineExecutor:
@@ -55,7 +67,9 @@ class InlineExecutor:
     def __init__(self, objective_spec: str, base_dir: str):
         self.objective: Objective = load_objective(objective_spec, base_dir)  # ObjectiveImportError if it cannot
 
-    def run(self, params: dict[str, Any], context: TrialContext, report: Reporter | None = None) -> Outcome:
+    def run(self, params: dict[str, Any], context: TrialContext, report: Reporter | None = None,
+            abandon: Abandon | None = None) -> Outcome:
+        """``abandon`` is not asked: an inline trial is only ended by a signal (:class:`TrialAbandoned`)."""
         if report is not None:
             context = dataclasses.replace(context, reporter=report)
         outcome = self.objective(params, context)
@@ -130,7 +144,9 @@ class ProcessExecutor:
         self.processes_started += 1
         return _Child(self._ctx, self.objective_spec, self.base_dir)
 
-    def run(self, params: dict[str, Any], context: TrialContext, report: Reporter | None = None) -> Outcome:
+    def run(self, params: dict[str, Any], context: TrialContext, report: Reporter | None = None,
+            abandon: Abandon | None = None) -> Outcome:
+        """Run one trial in the child; raise :class:`TrialAbandoned` (the child killed) if ``abandon()`` says so."""
         child = self._child if self._child is not None else self._start()
         self._child = child
         error = child.wait_ready()
@@ -139,7 +155,7 @@ class ProcessExecutor:
             return Outcome(None, {}, error)
         child.trials += 1
         child.conn.send((params, context))
-        outcome = self._supervise(child, context, report)
+        outcome = self._supervise(child, context, report, abandon)
         if outcome.error:
             outcome = Outcome(None, outcome.metrics, outcome.error + _stderr_tail(context), outcome.timed_out,
                               outcome.memory_mb)
@@ -148,13 +164,20 @@ class ProcessExecutor:
             self._retire()
         return outcome
 
-    def _supervise(self, child: _Child, context: TrialContext, report: Reporter | None) -> Outcome:
+    def _supervise(self, child: _Child, context: TrialContext, report: Reporter | None,
+                   abandon: Abandon | None = None) -> Outcome:
         started = time.monotonic()
         deadline = started + self.trial_timeout if self.trial_timeout else math.inf
         asked_to_stop = False
         while True:
-            remaining = deadline - time.monotonic()
-            ready = wait([child.conn, child.process.sentinel], timeout=None if remaining == math.inf else max(0, remaining))
+            remaining = max(0.0, deadline - time.monotonic())
+            if abandon is not None:
+                if abandon():
+                    child.kill()
+                    self._child = None  # no replacement: the worker is about to exit
+                    raise TrialAbandoned
+                remaining = min(remaining, ABANDON_POLL)
+            ready = wait([child.conn, child.process.sentinel], timeout=None if remaining == math.inf else remaining)
             if child.conn in ready:
                 try:
                     message = child.conn.recv()

@@ -16,20 +16,27 @@ objective, so it stays light whatever the trials do.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .comm import Backoff, Comm
 from .config import Config, apply_overrides, load_config, to_toml, with_seed
 from .devices import Binding, Place, assign, describe, local_place
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, HpoError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_RESUMABLE, EXIT_USAGE, HpoError
+from .executor import TrialAbandoned
+from .lockfile import ResultsLock
 from .progress import ProgressReporter
-from .protocol import Epoch, Hello, Result, Setup, Stop, Suggested, Task
+from .protocol import Bye, Epoch, Hello, Interrupted, Result, Setup, Stop, Suggested, Task
+from .records import format_duration
+from .resume import Previous, inspect, open_for_resume
 from .scheduler import Dispatch, Record, Scheduler, ShowRunning, StopWorker, TrialFinished, TrialStarted, WorkerReady
+from .signals import StopRequest
 from .store import ResultsWriter, check_results_path
+from .walltime import job_end
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,12 @@ MAX_IDLE_SLEEP = 0.02
 IDLE_SLEEP_FRACTION = 500
 #: While results stream in, look at the clock (flush due? progress line due?) every this many.
 CHECK_EVERY = 32
+#: Seconds the master waits, after a stop, for every worker to say Bye before it ends the job.
+SHUTDOWN_GRACE = 10.0
+
+
+def _clock(when: float | None) -> str:
+    return "-" if when is None else time.strftime("%H:%M:%S", time.localtime(when))
 
 
 @dataclass(frozen=True)
@@ -50,17 +63,44 @@ class RunOptions:
     seed: int | None = None
     trials: int | None = None
     overwrite: bool = False
+    resume: bool = False
+    force: bool = False
+    time_limit: float | None = None
+    time_margin: float = 60.0
     progress_every: float = 10.0
     flush_interval: float = 0.1
 
 
 def resolve_config(options: RunOptions) -> Config:
-    """The experiment to run: the file (or the default), flags applied, seed filled in."""
+    """The experiment to run: the file (or the default), flags applied, seed filled in.
+
+    A resumed search keeps the seed stored in its results file unless one is given.
+    """
     config = load_config(options.config_path)
     config = apply_overrides(config, results=options.results, seed=options.seed, trials=options.trials)
+    if options.resume and not config.experiment.resume:
+        config = replace(config, experiment=replace(config.experiment, resume=True))
+    resuming = config.experiment.resume and config.results_path.exists()
+    if resuming and config.experiment.seed < 0:
+        attrs, _ = inspect(config.results_path)
+        if attrs.get("seed") is not None:
+            config = replace(config, experiment=replace(config.experiment, seed=int(attrs["seed"])))
     config = with_seed(config)
-    check_results_path(config.results_path, options.overwrite)
+    check_results_path(config.results_path, options.overwrite or resuming)
     return config
+
+
+def open_results(config: Config, options: RunOptions, slots: int, world_size: int) -> tuple[ResultsWriter, Previous | None]:
+    """The results file of this run: a new one, or the one a resumed search continues."""
+    e = config.experiment
+    attrs = {"name": e.name, "objective": e.objective, "direction": e.direction, "seed": e.seed,
+             "budget": config.budget, "world_size": world_size, "config": to_toml(config),
+             "experiment_file": config.source}
+    if e.resume and config.results_path.exists():
+        return open_for_resume(config.results_path, config, slots, options.force, attrs, options.flush_interval)
+    writer = ResultsWriter.create(config.results_path, config.space, slots=slots, overwrite=options.overwrite,
+                                  flush_interval=options.flush_interval, attrs=attrs)
+    return writer, None
 
 
 def fail(message: str) -> None:
@@ -117,14 +157,14 @@ def log_devices(places: list[Place], bindings: dict[int, Binding], warnings: lis
                  "CPU, %s thread%s per worker", "/".join(map(str, threads)), "s" if threads != [1] else "")
 
 
-def run_master(comm: Comm, options: RunOptions, places: list[Place] | None = None) -> int:
+def run_master(comm: Comm, options: RunOptions, places: list[Place] | None = None, local_worker=None) -> int:
     """Run a whole experiment from rank 0; return the exit code for every rank."""
     places = places or [local_place(0)]
     try:
         config = resolve_config(options)
         w = config.workers
         bindings, warnings = assign(places, w.gpus_per_trial, w.workers_per_gpu, w.threads)
-    except ConfigError as exc:
+    except HpoError as exc:
         fail(str(exc))
         stop_all(comm, EXIT_USAGE)
         return EXIT_USAGE
@@ -140,31 +180,37 @@ def run_master(comm: Comm, options: RunOptions, places: list[Place] | None = Non
         return EXIT_USAGE
 
     e = config.experiment
+    lock = ResultsLock(config.results_path)
     try:
-        writer = ResultsWriter.create(
-            config.results_path, config.space, slots=len(comm.worker_ranks), overwrite=options.overwrite,
-            flush_interval=options.flush_interval,
-            attrs={"name": e.name, "objective": e.objective, "direction": e.direction, "seed": e.seed,
-                   "budget": config.budget, "world_size": comm.size, "config": to_toml(config),
-                   "experiment_file": config.source},
-        )
+        lock.acquire()
+        writer, previous = open_results(config, options, len(comm.worker_ranks), comm.size)
     except HpoError as exc:
+        lock.release()
         fail(str(exc))
         stop_all(comm, exc.exit_code)
         return exc.exit_code
-    writer.start_run(world_size=comm.size, workers=len(comm.worker_ranks), host=socket.gethostname())
-    log.info("experiment %s (%s): %d trials in %d phase%s, seed %d, results in %s", e.name, config.source,
-             config.budget, len(config.phases), "s" if len(config.phases) > 1 else "", e.seed, config.results_path)
-    log.info(describe_hosts(hellos, comm.size))
-    log_devices(places, bindings, warnings)
-    return MasterLoop(comm, config, writer, hellos, options, bindings).run()
+    try:
+        writer.start_run(world_size=comm.size, workers=len(comm.worker_ranks), host=socket.gethostname())
+        log.info("experiment %s (%s): %d trials in %d phase%s, seed %d, results in %s", e.name, config.source,
+                 config.budget, len(config.phases), "s" if len(config.phases) > 1 else "", e.seed,
+                 config.results_path)
+        log.info(describe_hosts(hellos, comm.size))
+        log_devices(places, bindings, warnings)
+        stop_request = StopRequest(on_second=lambda signum: comm.abort(EXIT_INTERRUPTED)).install()
+        if local_worker is not None:  # one process: the worker's trials listen to the same signals
+            local_worker.stop_request = stop_request
+            local_worker.abandon = lambda: stop_request.requested
+        return MasterLoop(comm, config, writer, hellos, options, bindings, previous, stop_request).run()
+    finally:
+        lock.release()
 
 
 class MasterLoop:
     """The dispatch loop: poll, hand events to the scheduler, carry out its instructions."""
 
     def __init__(self, comm: Comm, config: Config, writer: ResultsWriter, hellos: list[Hello], options: RunOptions,
-                 bindings: dict[int, Binding] | None = None):
+                 bindings: dict[int, Binding] | None = None, previous: Previous | None = None,
+                 stop_request: StopRequest | None = None):
         self.comm = comm
         self.config = config
         self.writer = writer
@@ -172,10 +218,24 @@ class MasterLoop:
         self.hellos = [h for h in hellos if self.bindings[h.rank].takes_trials]
         #: Ranks that take no trials (GPU group members, spares): stopped when the run ends.
         self.resting = [h.rank for h in hellos if not self.bindings[h.rank].takes_trials]
-        self.scheduler = Scheduler.from_config(config)
+        self.job_end = job_end(options.time_limit)
+        self.margin = options.time_margin
+        self.deadline = None if self.job_end is None else self.job_end.end - self.margin
+        if self.job_end is not None:
+            log.info("job ends at %s (%s): trials are handed out only if they should end by %s", _clock(self.job_end.end),
+                     self.job_end.source, _clock(self.deadline))
+        self.scheduler = Scheduler.from_config(config, deadline=self.deadline)
+        if previous is not None:
+            self.scheduler.restore(previous.trials, previous.rerun, previous.next_id)
+            p = self.scheduler.progress
+            log.info("resuming %s: %d of %d trials finished (%d failed), %d to run again, %d to go", config.results_path,
+                     p.finished, p.budget, p.failed, len(previous.rerun), max(0, p.budget - p.finished))
         self.reporter = ProgressReporter(self.scheduler.progress, every=options.progress_every)
         self.slots = {rank: i for i, rank in enumerate(comm.worker_ranks)}
         self._typical_duration = 0.0
+        self._waiting_shown = False
+        self.interrupted_by = ""  # a worker's Interrupted message, as a reason
+        self.stop_request = stop_request or StopRequest(on_second=lambda signum: comm.abort(EXIT_INTERRUPTED))
 
     def apply(self, instructions) -> None:
         for instruction in instructions:
@@ -212,13 +272,18 @@ class MasterLoop:
         scheduler, writer, comm = self.scheduler, self.writer, self.comm
         loop_start, cpu_start = time.monotonic(), time.process_time()
         exit_code = EXIT_FAILED  # what /runs records if the loop dies of an internal error
+        stop_reason = ""
         try:
             for hello in self.hellos:
                 gpus = self.bindings[hello.rank].label
                 self.apply(scheduler.handle(WorkerReady(hello.rank, hello.host, gpus), time.time()))
+            self._show_waiting()
             backoff = Backoff()
             handled = 0
             while not scheduler.finished:
+                stop_reason = self._stop_reason()
+                if stop_reason:
+                    break
                 received = comm.poll()
                 if received is None:
                     # Idle: a good moment to write, once the wait is longer than a short spin.
@@ -233,11 +298,17 @@ class MasterLoop:
                 if kind is Result:
                     self.apply(scheduler.handle(TrialFinished(source, message), time.time()))
                     self._adapt_sleep(backoff, message.t_end - message.t_start)
+                    if self._waiting_shown:
+                        self._show_waiting()
                 elif kind is Suggested:
                     started = TrialStarted(source, message.trial_id, message.params, message.seconds)
                     self.apply(scheduler.handle(started, time.time()))
                 elif kind is Epoch:
                     writer.append_epoch(message.trial_id, message.epoch, message.metrics, message.time)
+                elif kind is Bye:
+                    pass  # a worker the scheduler stopped at the time limit, leaving
+                elif kind is Interrupted:
+                    self.interrupted_by = f"rank {source} got {signal.Signals(message.signal).name}"
                 else:
                     raise RuntimeError(f"expected a Result or Suggested from rank {source}, got {message!r}")
                 handled += 1
@@ -245,20 +316,65 @@ class MasterLoop:
                     if writer.due(idle=False):
                         writer.flush()
                     self.reporter.tick(len(scheduler.running))
-            exit_code = scheduler.exit_code
-            for rank in self.resting:
-                comm.send(Stop(exit_code), rank)
-        except KeyboardInterrupt:
-            exit_code = EXIT_INTERRUPTED
-            raise
+            exit_code = EXIT_RESUMABLE if stop_reason else scheduler.exit_code
+            if not stop_reason:
+                for rank in self.resting:
+                    comm.send(Stop(exit_code), rank)
+        except TrialAbandoned:  # one process: a stop signal ended the trial running in this process
+            stop_reason = f"got {self.stop_request.name}"
+            exit_code = EXIT_RESUMABLE
         finally:
             p = scheduler.progress
             writer.close(exit_code, trials=p.finished, loop_seconds=time.monotonic() - loop_start,
                          master_cpu_seconds=time.process_time() - cpu_start)
+        if stop_reason:
+            self._shutdown(stop_reason)
+        elif scheduler.out_of_time:
+            log.warning("stopped at the time limit: no time for another trial before %s (trials take up to %s); "
+                        "run again with --resume to continue", _clock(self.deadline), format_duration(
+                            scheduler.expected_duration()))
         if scheduler.error:
             fail(scheduler.error)
-        log.info("finished: %s", self.reporter.line(0))
+        log.info("%s: %s", "stopped" if exit_code == EXIT_RESUMABLE else "finished", self.reporter.line(0))
         if p.best_trial is not None:
             log.info("best trial %d: %.6g", p.best_trial, p.best_value)
         log.info("results in %s", self.config.results_path)
         return exit_code
+
+    def _stop_reason(self) -> str:
+        """Why the job must end now, or "": a stop signal here or on a worker, or the time limit."""
+        if self.stop_request.requested:
+            return f"got {self.stop_request.name}"
+        if self.interrupted_by:
+            return self.interrupted_by
+        if self.deadline is not None and time.time() >= self.deadline:
+            return f"time limit reached ({self.job_end.source}, less the {self.margin:g} s margin)"
+        return ""
+
+    def _show_waiting(self) -> None:
+        """Keep trials to run again, not yet handed out, visible in /running (they survive a kill)."""
+        waiting = list(self.scheduler.waiting_reruns)
+        if waiting or self._waiting_shown:
+            self.writer.set_waiting(waiting)
+        self._waiting_shown = bool(waiting)
+
+    def _shutdown(self, reason: str) -> None:
+        """After the file is closed: stop every rank still serving, and make sure none is left running."""
+        running = sorted(t.trial_id for t in self.scheduler.running.values())
+        log.warning("%s: stopping; %d running trial%s (%s) will run again on --resume", reason, len(running),
+                    "" if len(running) == 1 else "s", ", ".join(map(str, running)) or "none")
+        serving = [r for r in self.comm.worker_ranks if r not in self.scheduler.stopped]
+        for rank in serving:
+            self.comm.send(Stop(EXIT_RESUMABLE), rank)
+        waiting, until = set(serving), time.monotonic() + SHUTDOWN_GRACE
+        backoff = Backoff(spin=0.001, max_sleep=0.01)
+        while waiting and time.monotonic() < until:
+            received = self.comm.poll()
+            if received is None:
+                backoff.wait()
+            elif type(received[1]) is Bye:
+                waiting.discard(received[0])
+        if waiting:
+            log.warning("rank%s %s still busy %g s after the stop (an inline trial ends only at a signal); ending the "
+                        "job", "s" if len(waiting) > 1 else "", ", ".join(map(str, sorted(waiting))), SHUTDOWN_GRACE)
+            self.comm.abort(EXIT_RESUMABLE)

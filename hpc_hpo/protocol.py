@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from ._version import __version__
 
 #: Raised when a message changes shape; master and workers must agree.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 
 class Setup(NamedTuple):
@@ -109,9 +109,24 @@ class Stop(NamedTuple):
     exit_code: int = 0
 
 
-Message = Setup | Hello | Task | Suggested | Result | Epoch | Stop
+class Interrupted(NamedTuple):
+    """A worker got a signal (SIGTERM, SIGUSR1, SIGINT): the job is ending; the master shuts down."""
 
-_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Setup, Hello, Task, Suggested, Result, Epoch, Stop)}
+    TAG = 8
+    signal: int
+
+
+class Bye(NamedTuple):
+    """A worker stopped by a shutdown (``Stop(EXIT_RESUMABLE)``) is about to exit: the master may end."""
+
+    TAG = 9
+    rank: int
+
+
+Message = Setup | Hello | Task | Suggested | Result | Epoch | Stop | Interrupted | Bye
+
+_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Setup, Hello, Task, Suggested, Result, Epoch, Stop, Interrupted,
+                                                     Bye)}
 
 
 def encode(message: Message) -> tuple[int, tuple]:

@@ -24,7 +24,8 @@ class TrialRecord(NamedTuple):
     ``value`` is what the objective returned (None unless ``status`` is done); times are
     UNIX seconds (NaN until known). ``params`` is None while a worker is still choosing the
     point of a Bayesian trial. ``repeat`` counts evaluations of the same point (0 for the
-    first); ``group`` is the trial id of that first evaluation. ``suggest_seconds`` is the
+    first); ``attempt`` counts runs of this very trial (2 when a resumed job re-ran a trial
+    that was running when the previous job died); ``group`` is the trial id of that first evaluation. ``suggest_seconds`` is the
     time a worker spent choosing the point (NaN when the master chose it). ``gpus`` names the
     GPUs the trial ran on (``"cpu"`` for none); ``memory_mb`` is the resident memory of the
     process that ran it, measured when it ended (NaN if unknown). An immutable
@@ -45,6 +46,7 @@ class TrialRecord(NamedTuple):
     metrics: dict[str, float] = NO_METRICS
     error: str = ""
     repeat: int = 0
+    attempt: int = 1
     group: int = -1
     suggest_seconds: float = float("nan")
     gpus: str = ""

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import Config, PhaseConfig
-from .errors import EXIT_FAILED, EXIT_OK
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE
 from .protocol import Result
 from .records import DONE, FAILED, RUNNING, TrialRecord
 from .strategies import STRATEGIES, Strategy
@@ -151,6 +151,8 @@ class Scheduler:
     phases: list[PhaseRun]
     minimize: bool = True
     max_initial_failures: int = 10
+    #: No trial starts unless it is expected to end by then (UNIX seconds; None: no limit).
+    deadline: float | None = None
     progress: Progress = field(init=False)
     running: dict[int, TrialRecord] = field(default_factory=dict, init=False)
     hosts: dict[int, str] = field(default_factory=dict, init=False)
@@ -164,17 +166,23 @@ class Scheduler:
     _choosing: set[int] = field(default_factory=set, init=False)
     _idle: deque = field(default_factory=deque, init=False)
     _repeats: deque = field(default_factory=deque, init=False)
+    _reruns: deque = field(default_factory=deque, init=False)  # trials a resumed job runs again first
     _group_ranks: dict[int, set[int]] = field(default_factory=dict, init=False)
     _next_id: int = field(default=0, init=False)
     _stopping: bool = field(default=False, init=False)
+    #: Durations of the last trials: how long the next one is expected to take.
+    _durations: deque = field(default_factory=lambda: deque(maxlen=20), init=False)
+    #: Set when the deadline left no time for the next trial.
+    out_of_time: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.progress = Progress(budget=sum(p.config.runs for p in self.phases))
 
     @classmethod
-    def from_config(cls, config: Config) -> Scheduler:
+    def from_config(cls, config: Config, deadline: float | None = None) -> Scheduler:
         e = config.experiment
-        return cls(build_phases(config), minimize=e.minimize, max_initial_failures=e.max_initial_failures)
+        return cls(build_phases(config), minimize=e.minimize, max_initial_failures=e.max_initial_failures,
+                   deadline=deadline)
 
     @property
     def finished(self) -> bool:
@@ -198,6 +206,47 @@ class Scheduler:
         if self._idle:
             self._wake_idle(now, instructions)
         return instructions
+
+    def restore(self, trials: list[TrialRecord], rerun: list[TrialRecord], next_id: int) -> None:
+        """Continue a search from its results file (before any worker is ready).
+
+        ``trials`` (finished) count towards the budget and teach the strategies; the phase plan
+        goes on after the points already proposed (a phase's own strategy replays its proposals,
+        so its random stream continues where it was); ``rerun`` (running when the last job
+        ended) are handed out first, each with the next attempt number; missing repeats of a
+        point are queued again.
+        """
+        points: dict[int, int] = {}
+        present: dict[int, set[int]] = {}
+        for record in (*trials, *rerun):
+            if record.repeat == 0:
+                points[record.phase] = points.get(record.phase, 0) + 1
+            present.setdefault(record.group, set()).add(record.repeat)
+            self._group_ranks.setdefault(record.group, set()).add(record.rank)
+        for phase in self.phases:
+            phase.issued = points.get(phase.config.index, 0)
+            if not phase.strategy.suggests_on_worker:
+                for _ in range(min(phase.issued, phase.config.trials)):
+                    if phase.strategy.ask() is None:
+                        break
+        self.progress.issued = len(trials) + len(rerun)
+        for record in trials:
+            if record.params is None:  # outside a space changed with --force: stored, but not learned from
+                continue
+            self.history.append((record.params, record.value))
+            self._count(record)
+            if 1 <= record.phase <= len(self.phases):
+                phase = self.phases[record.phase - 1]
+                if not phase.strategy.suggests_on_worker:
+                    phase.strategy.tell(record.params, record.value)
+        for record in (*trials, *rerun):  # points whose repeats were not all handed out
+            if record.repeat == 0 and record.params is not None and 1 <= record.phase <= len(self.phases):
+                for repeat in range(1, self.phases[record.phase - 1].config.repeats):
+                    if repeat not in present[record.group]:
+                        self._repeats.append(_Repeat(record.group, repeat, record.params, record.phase,
+                                                     record.strategy))
+        self._reruns.extend(rerun)
+        self._next_id = max(self._next_id, next_id)
 
     def stop(self, exit_code: int, error: str = "") -> None:
         """Hand out no more trials; running ones finish, then their workers stop."""
@@ -227,6 +276,8 @@ class Scheduler:
         record = trial._replace(status=status, t_start=result.t_start, t_end=result.t_end, value=value,
                                 metrics=result.metrics, error=result.error, memory_mb=result.memory_mb)
         self.history.append((trial.params, value))
+        if result.t_end >= result.t_start:
+            self._durations.append(result.t_end - result.t_start)
         self._count(record)
         phase = self.phases[trial.phase - 1]
         if not phase.strategy.suggests_on_worker:
@@ -248,8 +299,26 @@ class Scheduler:
 
     # -- handing out work --------------------------------------------------------------------
 
+    @property
+    def waiting_reruns(self) -> tuple[TrialRecord, ...]:
+        """Trials of a resumed search still to run again, not yet handed out."""
+        return tuple(self._reruns)
+
+    def expected_duration(self) -> float:
+        """How long the next trial is expected to run: the longest of the last 20 (0 before any)."""
+        return max(self._durations, default=0.0)
+
+    def _check_time(self, now: float) -> None:
+        """Stop handing out trials once the next one would not end before the deadline."""
+        if self.deadline is None or self._stopping or now + self.expected_duration() <= self.deadline:
+            return
+        if self._more_work_may_come():
+            self.out_of_time = True
+            self.stop(EXIT_RESUMABLE)
+
     def _assign(self, rank: int, now: float, instructions: list) -> None:
         """Give ``rank`` a trial, or let it wait for work that may still come, or stop it."""
+        self._check_time(now)
         dispatch = self._work_for(rank, now)
         if dispatch is not None:
             instructions.append(dispatch)
@@ -267,7 +336,7 @@ class Scheduler:
     def _more_work_may_come(self) -> bool:
         if self._stopping:
             return False
-        if self._repeats or any(not phase.exhausted for phase in self.phases):
+        if self._reruns or self._repeats or any(not phase.exhausted for phase in self.phases):
             return True
         # A point still being chosen may bring repeats with it.
         return any(self.phases[self.running[r].phase - 1].config.repeats > 1 for r in self._choosing)
@@ -275,6 +344,8 @@ class Scheduler:
     def _work_for(self, rank: int, now: float) -> Dispatch | None:
         if self._stopping:
             return None
+        if self._reruns:
+            return self._dispatch_rerun(self._reruns.popleft(), rank, now)
         repeat = self._take_repeat(rank, other_workers_only=True)
         if repeat is not None:
             return self._dispatch_repeat(repeat, rank, now)
@@ -317,13 +388,21 @@ class Scheduler:
         self._choosing.add(rank)
         return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, pending))
 
+    def _dispatch_rerun(self, previous: TrialRecord, rank: int, now: float) -> Dispatch:
+        trial = TrialRecord(trial_id=previous.trial_id, status=RUNNING, params=previous.params, phase=previous.phase,
+                            strategy=previous.strategy, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
+                            repeat=previous.repeat, attempt=previous.attempt + 1, group=previous.group,
+                            suggest_seconds=previous.suggest_seconds, gpus=self.gpus.get(rank, ""))
+        self.running[rank] = trial
+        return Dispatch(trial)
+
     def _queue_repeats(self, trial: TrialRecord) -> None:
         for repeat in range(1, self.phases[trial.phase - 1].config.repeats):
             self._repeats.append(_Repeat(trial.group, repeat, trial.params, trial.phase, trial.strategy))
 
     def _take_repeat(self, rank: int, other_workers_only: bool) -> _Repeat | None:
         for i, repeat in enumerate(self._repeats):
-            if not other_workers_only or rank not in self._group_ranks[repeat.group]:
+            if not other_workers_only or rank not in self._group_ranks.get(repeat.group, ()):
                 del self._repeats[i]
                 return repeat
         return None
@@ -336,8 +415,8 @@ class Scheduler:
                             repeat=repeat.repeat, group=repeat.group, gpus=self.gpus.get(rank, ""))
         self.running[rank] = trial
         if repeat.repeat == self.phases[repeat.phase - 1].config.repeats - 1:
-            del self._group_ranks[repeat.group]  # the group's last repeat: nothing left to spread
+            self._group_ranks.pop(repeat.group, None)  # the group's last repeat: nothing left to spread
         else:
-            self._group_ranks[repeat.group].add(rank)
+            self._group_ranks.setdefault(repeat.group, set()).add(rank)
         return Dispatch(trial)
 

@@ -1,6 +1,6 @@
 """The HDF5 results file: its layout, the master's writer, and readers.
 
-Layout (``FORMAT_VERSION`` 2; every string is fixed-length UTF-8 bytes, because HDF5's
+Layout (``FORMAT_VERSION`` 3; every string is fixed-length UTF-8 bytes, because HDF5's
 single-writer/multiple-reader mode (SWMR) does not support variable-length data):
 
     /trials         compound, one row per finished trial, appended in order of completion
@@ -13,6 +13,9 @@ single-writer/multiple-reader mode (SWMR) does not support variable-length data)
 
 Only the master writes, through :class:`ResultsWriter`. The file is switched to SWMR mode
 once created, so anyone can read it during the run with ``h5py.File(path, "r", swmr=True)``.
+A new file is built under a temporary name and renamed once complete, so the results path
+never holds a half-made file. Resuming (and recovering a file whose writer was killed) is
+:mod:`hpc_hpo.resume`.
 Writes are buffered and flushed when the master is idle or at least every ``flush_interval``
 seconds, so writing never holds up dispatch; a result counts as stored once flushed.
 """
@@ -37,7 +40,9 @@ from .errors import ConfigError, StoreError
 from .records import RUNNING, TrialRecord
 from .space import CategoricalParam, FloatParam, IntParam, Param, Space
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Formats this version reads (2 lacks the ``attempt`` column); only the current one is resumed.
+READABLE_FORMATS = (2, 3)
 #: Oldest HDF5 file format we write: readable by HDF5 1.10 and later, and SWMR-capable.
 LIBVER = ("v110", "v110")
 ERROR_BYTES = 2048
@@ -57,6 +62,7 @@ BASE_COLUMNS: list[tuple[str, Any]] = [
     ("t_start", "<f8"),
     ("t_end", "<f8"),
     ("repeat", "<i4"),
+    ("attempt", "<i2"),
     ("group", "<i8"),
     ("suggest_seconds", "<f8"),
     ("gpus", "S32"),
@@ -138,7 +144,8 @@ def check_results_path(path: str | Path, overwrite: bool, where: str = "experime
         raise ConfigError(f"{where}: directory '{directory}' is not writable ({reason}) (got '{path}')") from None
     if path.exists() and not overwrite:
         raise ConfigError(
-            f"{where}: '{path}' already exists; pass --overwrite to replace it, or choose another --results "
+            f"{where}: '{path}' already exists; pass --resume to continue it, --overwrite to replace it, or "
+            f"choose another --results "
             f"(got '{path}')"
         )
     return path
@@ -166,6 +173,7 @@ class ResultsWriter:
         self._rows: list[tuple] = []
         self._row_metrics: list[dict[str, float]] = []
         self._slots: list[TrialRecord | None] = [None] * slots
+        self._waiting: list[TrialRecord] = []  # trials to run again that no worker has yet: kept after the slots
         self._running_dirty = True
         self._dirty_since: float | None = None
         self.run_index = -1
@@ -175,21 +183,20 @@ class ResultsWriter:
     @classmethod
     def create(cls, path: str | Path, space: Space, attrs: dict[str, Any], slots: int,
                overwrite: bool = False, flush_interval: float = 0.1) -> ResultsWriter:
-        """Create the file with its layout and attributes, then switch it to SWMR mode."""
+        """Create the file with its layout and attributes, switch it to SWMR mode, then give it its name.
+
+        It is built as ``.NAME.creating``, beside ``path``, and renamed only when complete: a job
+        killed while creating it leaves no file a resume would stumble on.
+        """
         path = Path(path)
+        if path.exists() and not overwrite:
+            raise StoreError(f"{path}: cannot create the results file (it already exists)")
+        temporary = path.with_name(f".{path.name}.creating")
         try:
-            file = h5py.File(path, "w" if overwrite else "x", libver=LIBVER, locking="best-effort")
+            file = h5py.File(temporary, "w", libver=LIBVER, locking="best-effort")
         except (OSError, ValueError) as exc:
             raise StoreError(f"{path}: cannot create the results file ({exc})") from None
-        dtype = trial_dtype(space)
-        file.create_dataset("trials", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK_ROWS,),
-                            compression="gzip", compression_opts=1, shuffle=True)
-        file.create_dataset("running", shape=(slots,), maxshape=(None,), dtype=dtype, chunks=(max(1, slots),))
-        file.create_dataset("metrics", shape=(0, 0), maxshape=(None, None), dtype="<f8",
-                            chunks=(_CHUNK_ROWS, 8), fillvalue=np.nan)
-        file.create_dataset("metric_names", shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(16,))
-        file.create_dataset("runs", shape=(0,), maxshape=(None,), dtype=RUNS_DTYPE, chunks=(16,))
-        file.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype=EPOCHS_DTYPE, chunks=(256,))
+        make_layout(file, space, slots)
         file.attrs.update({
             "format_version": FORMAT_VERSION,
             "hpc_hpo_version": __version__,
@@ -197,6 +204,30 @@ class ResultsWriter:
             "space": json.dumps(space.describe()),
             **attrs,
         })
+        file.swmr_mode = True
+        file.flush()
+        temporary.replace(path)  # an open HDF5 file may be renamed: it is written through its descriptor
+        return cls(file, space, slots, flush_interval)
+
+    @classmethod
+    def open(cls, path: str | Path, space: Space, slots: int, flush_interval: float = 0.1,
+             attrs: dict[str, Any] | None = None) -> ResultsWriter:
+        """Continue an existing results file (see :mod:`hpc_hpo.resume`); running slots start free.
+
+        ``attrs`` (a raised budget, the config as now resolved) replace the stored ones; the
+        experiment's identity (space, objective, direction) was checked before.
+        """
+        try:
+            file = h5py.File(path, "r+", libver=LIBVER, locking="best-effort")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: cannot open the results file for writing ({exc})") from None
+        running = file["running"]
+        running.resize((slots,))
+        running[:] = np.zeros(slots, dtype=running.dtype)
+        for key, value in (attrs or {}).items():
+            if key not in ("space", "created", "format_version"):
+                file.attrs[key] = value
+        file.attrs["hpc_hpo_version"] = __version__
         file.swmr_mode = True
         return cls(file, space, slots, flush_interval)
 
@@ -228,7 +259,8 @@ class ResultsWriter:
         return (
             record.trial_id, self._text(record.status, 10), math.nan if record.value is None else record.value,
             record.phase, self._text(record.strategy, 16), record.rank, self._text(record.host, HOST_BYTES),
-            record.t_submit, record.t_start, record.t_end, record.repeat, record.group, record.suggest_seconds,
+            record.t_submit, record.t_start, record.t_end, record.repeat, record.attempt, record.group,
+            record.suggest_seconds,
             self._text(record.gpus, 32), record.memory_mb,
             fit_bytes(record.error, ERROR_BYTES) if record.error else b"", *values,
         )
@@ -252,6 +284,15 @@ class ResultsWriter:
     def set_running(self, slot: int, record: TrialRecord | None) -> None:
         """Show ``record`` as running in ``slot`` (one slot per worker), or free the slot."""
         self._slots[slot] = record  # encoded at the flush: only the last state of a slot is written
+        self._running_dirty = True
+        self._touch()
+
+    def set_waiting(self, records: list[TrialRecord]) -> None:
+        """Keep these trials (to run again, not yet handed out) in /running, after the workers' slots.
+
+        A job killed before it handed them out leaves them there for the next resume.
+        """
+        self._waiting = list(records)
         self._running_dirty = True
         self._touch()
 
@@ -281,10 +322,14 @@ class ResultsWriter:
             self._epochs[n0:] = np.array(self._epoch_rows, dtype=EPOCHS_DTYPE)
             self._epoch_rows.clear()
         if self._running_dirty:
-            running = np.zeros(len(self._slots), dtype=self.dtype)  # status b"": a free slot
-            for i, record in enumerate(self._slots):
+            records = self._slots + self._waiting
+            size = max(len(records), self._running_ds.shape[0])  # SWMR: grow, never shrink
+            running = np.zeros(size, dtype=self.dtype)  # status b"": a free slot
+            for i, record in enumerate(records):
                 if record is not None:
                     running[i] = self._row(record)
+            if self._running_ds.shape[0] != size:
+                self._running_ds.resize((size,))
             self._running_ds[:] = running
             self._running_dirty = False
         self.file.flush()
@@ -312,7 +357,9 @@ class ResultsWriter:
         self._metrics[n0:n1, :] = block
 
     def close(self, exit_code: int, trials: int, loop_seconds: float, master_cpu_seconds: float) -> None:
-        """Flush, complete this run's row in /runs, and close the file."""
+        """Flush, complete this run's row in /runs, and close the file (once: later calls do nothing)."""
+        if not self.file.id.valid:
+            return
         if self.run_index >= 0:
             row = self._runs[self.run_index]
             row["t_end"], row["exit_code"], row["trials"] = time.time(), exit_code, trials
@@ -320,6 +367,19 @@ class ResultsWriter:
             self._runs[self.run_index] = row
         self.flush()
         self.file.close()
+
+
+def make_layout(file: h5py.File, space: Space, slots: int) -> None:
+    """Create the empty datasets of a results file (see the module docstring)."""
+    dtype = trial_dtype(space)
+    file.create_dataset("trials", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK_ROWS,),
+                        compression="gzip", compression_opts=1, shuffle=True)
+    file.create_dataset("running", shape=(slots,), maxshape=(None,), dtype=dtype, chunks=(max(1, slots),))
+    file.create_dataset("metrics", shape=(0, 0), maxshape=(None, None), dtype="<f8",
+                        chunks=(_CHUNK_ROWS, 8), fillvalue=np.nan)
+    file.create_dataset("metric_names", shape=(0,), maxshape=(None,), dtype=f"S{NAME_BYTES}", chunks=(16,))
+    file.create_dataset("runs", shape=(0,), maxshape=(None,), dtype=RUNS_DTYPE, chunks=(16,))
+    file.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype=EPOCHS_DTYPE, chunks=(256,))
 
 
 def _encoder(param: Param):
@@ -395,9 +455,9 @@ def read_results(path: str | Path) -> Results:
         try:
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in file.attrs.items()}
             version = attrs.get("format_version")
-            if version != FORMAT_VERSION:
+            if version not in READABLE_FORMATS:
                 raise StoreError(f"{path}: results format {version!r} is not supported by hpc_hpo {__version__} "
-                                 f"(expected {FORMAT_VERSION})")
+                                 f"(it reads formats {', '.join(map(str, READABLE_FORMATS))})")
             finished = file["trials"][:]
             running = file["running"][:]
             running = running[running["status"] == RUNNING.encode()]

@@ -26,10 +26,11 @@ import numpy as np
 from ._version import __version__
 from .comm import MASTER, Backoff, Comm
 from .devices import Binding, apply_binding
-from .errors import ObjectiveImportError
-from .executor import InlineExecutor, ProcessExecutor, choose_executor
+from .errors import EXIT_INTERRUPTED, EXIT_RESUMABLE, ObjectiveImportError
+from .executor import InlineExecutor, ProcessExecutor, TrialAbandoned, choose_executor
 from .objective import TrialContext
-from .protocol import PROTOCOL_VERSION, Epoch, Hello, Message, Result, Setup, Stop, Suggested, Task
+from .protocol import PROTOCOL_VERSION, Bye, Epoch, Hello, Interrupted, Message, Result, Setup, Stop, Suggested, Task
+from .signals import StopRequest
 from .strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class Worker:
         self.binding = Binding(rank)
         self.executor: InlineExecutor | ProcessExecutor | None = None
         self._suggester = None
+        #: Set by the driver: the process's stop request, and what a trial in a child asks to know
+        #: whether the job is ending (a signal, or the master's Stop).
+        self.stop_request: StopRequest | None = None
+        self.abandon: Callable[[], bool] | None = None
 
     def handle(self, message: Message) -> None:
         """Act on a message from the master; replies go out through ``send``."""
@@ -103,7 +108,14 @@ class Worker:
             send(Epoch(trial_id, epoch, metrics, time.time()))
 
         t_start = time.time()
-        outcome = self.executor.run(dict(params), context, report)
+        inline = isinstance(self.executor, InlineExecutor) and self.stop_request is not None
+        if inline:
+            self.stop_request.in_inline_trial = True
+        try:
+            outcome = self.executor.run(dict(params), context, report, self.abandon)
+        finally:
+            if inline:
+                self.stop_request.in_inline_trial = False
         t_end = time.time()
         log.debug("trial %d %s in %.3fs", task.trial_id, outcome.status, t_end - t_start)
         self.send(Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end,
@@ -137,17 +149,54 @@ class Worker:
 
 
 def run_worker(comm: Comm) -> int:
-    """Serve the master until it says Stop; return the exit code it gives."""
+    """Serve the master until it says Stop; return the exit code it gives.
+
+    A stop signal (:mod:`hpc_hpo.signals`) drops the running trial (its result is not sent:
+    the master re-runs it on resume), tells the master (``Interrupted``), and waits for its
+    Stop; a Stop that arrives while a trial runs in a child drops that trial too. After a
+    shutdown's Stop the worker says ``Bye``, so the master knows it may end.
+    """
     worker = Worker(comm.rank, send=lambda message: comm.send(message, MASTER))
+    stop_request = worker.stop_request = StopRequest(on_second=lambda signum: comm.abort(EXIT_INTERRUPTED)).install()
+    early: list[Message] = []  # a Stop received while a trial ran
+
+    def abandon() -> bool:
+        if stop_request.requested:
+            return True
+        received = comm.poll()
+        if received is not None:
+            early.append(received[1])
+        return bool(early) and isinstance(early[0], Stop)
+
+    worker.abandon = abandon
     # A worker polls only between its trials, when the master's answer is due within milliseconds:
     # sleeps of at most 2 ms (not 10) took about a point of utilisation back with 1-second trials.
     backoff = Backoff(spin=0.001, max_sleep=0.002)
+    told_master = False
     while True:
-        _, message = comm.wait(backoff)
+        if early:
+            message = early.pop(0)
+        else:
+            received = comm.poll()
+            if received is None:
+                if stop_request.requested and not told_master:
+                    log.info("got %s: dropping the running trial (it runs again on --resume)", stop_request.name)
+                    comm.send(Interrupted(stop_request.signum), MASTER)
+                    told_master = True
+                backoff.wait()
+                continue
+            message = received[1]
         backoff.reset()
         if isinstance(message, Stop):
             worker.close()
+            if message.exit_code == EXIT_RESUMABLE:
+                comm.send(Bye(comm.rank), MASTER)
             return message.exit_code
-        worker.handle(message)
+        if stop_request.requested:
+            continue  # the job is ending: no new work
+        try:
+            worker.handle(message)
+        except TrialAbandoned:
+            continue  # nothing is sent for a dropped trial
         if not worker.binding.takes_trials:  # a group member or spare: only Stop will come
             backoff = Backoff(spin=0.0, max_sleep=0.1)

@@ -107,7 +107,8 @@ def test_existing_results_are_refused_then_overwritten_on_request(finished_run):
     refused = hpo(["run", "experiment.toml"], tmp_path)
     assert refused.returncode == 2
     assert refused.stderr.strip() == ("hpc_hpo: error: experiment.results: 'results.h5' already exists; pass "
-                                      "--overwrite to replace it, or choose another --results (got 'results.h5')")
+                                      "--resume to continue it, --overwrite to replace it, or choose another "
+                                      "--results (got 'results.h5')")
     assert (tmp_path / "results.h5").read_bytes() == before
     again = hpo(["run", "experiment.toml", "--overwrite", "--trials", "3"], tmp_path)
     assert again.returncode == 0 and len(read_results(tmp_path / "results.h5").records()) == 2 + 24 + 3
@@ -168,7 +169,7 @@ def test_the_griewank_example_runs_from_anywhere(tmp_path):
     assert min(r["value"] for r in rows) < 0.1
 
 
-def test_ctrl_c_keeps_every_finished_trial(tmp_path):
+def test_ctrl_c_keeps_every_finished_trial_and_resume_finishes_the_search(tmp_path):
     import signal
     import subprocess
     import sys
@@ -191,10 +192,21 @@ def test_ctrl_c_keeps_every_finished_trial(tmp_path):
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted; the results file holds every trial finished so far" in err
+    assert proc.returncode == 3, err  # resumable
+    assert "got SIGINT: stopping; 1 running trial (" in err and ") will run again on --resume" in err
     results = read_results(tmp_path / "results.h5")
     finished = [r for r in results.records() if r["status"] != "running"]
-    assert 5 <= len(finished) < 500
+    running = [r for r in results.records() if r["status"] == "running"]
+    assert 5 <= len(finished) < 40 and len(running) == 1
     assert sorted(r["trial_id"] for r in finished) == list(range(len(finished)))
-    assert results.runs[0]["exit_code"] == 130 and results.runs[0]["trials"] == len(finished)
+    assert results.runs[0]["exit_code"] == 3 and results.runs[0]["trials"] == len(finished)
+
+    resumed = hpo(["run", "experiment.toml", "--resume", "--trials", "60"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_results(tmp_path / "results.h5").records()
+    assert len(rows) == 60 and sorted(r["trial_id"] for r in rows) == list(range(60))
+    assert {k: v for k, v in rows[len(finished)].items() if k.startswith("param_")} == \
+        {k: v for k, v in running[0].items() if k.startswith("param_")}  # the interrupted trial, run again
+    assert [r["attempt"] for r in rows if r["attempt"] != 1] == [2]
+    assert [(r["trial_id"], r["status"], repr(r["value"])) for r in rows[: len(finished)]] == \
+        [(r["trial_id"], r["status"], repr(r["value"])) for r in finished]  # kept as they were

@@ -86,7 +86,7 @@ def test_existing_results_file_is_left_alone_under_mpirun(tmp_path):
     write_experiment(tmp_path, experiment(trials=3, extra_phases=False), OBJECTIVE)
     (tmp_path / "results.h5").write_bytes(b"precious")
     out = hpo(["run", "experiment.toml"], tmp_path, ranks=3, timeout=60)
-    assert out.returncode == 2 and "already exists; pass --overwrite" in out.stderr
+    assert out.returncode == 2 and "already exists; pass --resume to continue it, --overwrite" in out.stderr
     assert (tmp_path / "results.h5").read_bytes() == b"precious"
 
 

@@ -86,7 +86,7 @@ def test_layout_is_readable_with_plain_h5py(tmp_path):
         assert epochs["epoch"].tolist() == [0, 0, 1, 1] and epochs["value"][3] == 0.8
         assert f["metric_names"][:].tolist() == [b"acc"]
         assert f["metrics"][0, 0] == 0.9
-        assert f.attrs["format_version"] == 2 and f.attrs["direction"] == "minimize"
+        assert f.attrs["format_version"] == 3 and f.attrs["direction"] == "minimize"
         assert "x" in f.attrs["space"]
 
 
@@ -128,7 +128,7 @@ def test_long_errors_keep_head_and_tail():
 def test_existing_file_is_never_overwritten_without_asking(tmp_path):
     path = tmp_path / "r.h5"
     path.write_bytes(b"precious")
-    with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
+    with pytest.raises(ConfigError, match="already exists; pass --resume to continue it, --overwrite"):
         check_results_path(path, overwrite=False)
     with pytest.raises(StoreError, match="cannot create the results file"):
         create(path)

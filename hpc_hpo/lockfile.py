@@ -1,0 +1,118 @@
+"""One job per results file: a lock file beside it, ``results.h5.lock``.
+
+HDF5's own file lock cannot do this: a SWMR writer drops it so that readers may open the
+file. The master holds a POSIX record lock (``fcntl.lockf``, which NFS and Lustre forward to
+their lock managers) on the lock file for the whole run; the file also says who holds it
+(host, pid, SLURM/PBS job, start time), for the error message of a second job. A job that is
+killed loses its lock with its process, so the next job finds the file unlocked, says the
+lock was stale, and takes it over. Where the file system has no locks at all, the holder's
+host and pid decide: a dead process on this host is stale; one on another host is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from .errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def lock_path(results: str | Path) -> Path:
+    results = Path(results)
+    return results.with_name(results.name + ".lock")
+
+
+def _job_id() -> str:
+    for var in ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID"):
+        if os.environ.get(var):
+            return f"{var.split('_')[0].lower()} job {os.environ[var]}"
+    return ""
+
+
+def _describe(holder: dict) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+    job = f", {holder['job']}" if holder.get("job") else ""
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}{job}, since {since}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ResultsLock:
+    """Held by the master from before the results file is opened until it is closed."""
+
+    def __init__(self, results: str | Path):
+        self.results = Path(results)
+        self.path = lock_path(results)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`StoreError` naming the job that holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"{self.results}: cannot create the lock file '{self.path}' ({exc.strerror})") from None
+        holder = self._read(fd)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise StoreError(f"{self.results}: in use by another run ({_describe(holder)}); wait for it to end, "
+                                 f"or use another --results") from None
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                os.close(fd)
+                raise
+            # No locks on this file system: judge by the holder's host and pid.
+            if holder and (holder.get("host") != socket.gethostname() or _pid_alive(int(holder.get("pid", 0)))):
+                os.close(fd)
+                raise StoreError(f"{self.results}: in use by another run ({_describe(holder)}; this file system has no "
+                                 f"locks, so hpc_hpo cannot tell whether it still runs); if it does not, delete "
+                                 f"'{self.path}'") from None
+        if holder:
+            log.warning("%s: taking over a stale lock (%s): that run ended without releasing it", self.results,
+                        _describe(holder))
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    @staticmethod
+    def _read(fd: int) -> dict:
+        try:
+            return json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)  # an empty lock file is not mistaken for a stale one
+            self.path.unlink()
+        os.close(self._fd)  # closing drops the lock
+        self._fd = None
+
+    def __enter__(self) -> ResultsLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
