@@ -39,3 +39,12 @@ class StoreError(HpoError):
     """A results file that cannot be created, opened or read: the user must fix a path."""
 
     exit_code = EXIT_USAGE
+
+
+class ResultsWriteError(HpoError):
+    """Writing the results file failed during a run (a full disk, a read-only mount, a quota).
+
+    What was stored before is safe; the run stops resumably and the next ``--resume`` recovers the file.
+    """
+
+    exit_code = EXIT_RESUMABLE

@@ -89,9 +89,13 @@ class ResultsLock:
             log.warning("%s: taking over a stale lock (%s): that run ended without releasing it", self.results,
                         _describe(holder))
         me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(), "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"{self.results}: cannot write the lock file '{self.path}' ({exc.strerror})") from None
         self._fd = fd
 
     @staticmethod

@@ -16,6 +16,7 @@ objective, so it stays light whatever the trials do.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 from .comm import Backoff, Comm
 from .config import Config, apply_overrides, load_config, to_toml, with_seed
 from .devices import Binding, Place, assign, describe, local_place
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_RESUMABLE, EXIT_USAGE, HpoError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_RESUMABLE, EXIT_USAGE, HpoError, ResultsWriteError
 from .executor import TrialAbandoned
 from .lockfile import ResultsLock
 from .progress import ProgressReporter
@@ -200,9 +201,19 @@ def run_master(comm: Comm, options: RunOptions, places: list[Place] | None = Non
         if local_worker is not None:  # one process: the worker's trials listen to the same signals
             local_worker.stop_request = stop_request
             local_worker.abandon = lambda: stop_request.requested
-        return MasterLoop(comm, config, writer, hellos, options, bindings, previous, stop_request).run()
+        loop = MasterLoop(comm, config, writer, hellos, options, bindings, previous, stop_request)
+        code = loop.run()
     finally:
         lock.release()
+    if loop.write_error:
+        # After a failed write HDF5's own clean-up at exit can crash (seen: a segfault in H5D_close),
+        # so this process ends without it, once MPI is done.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        comm.close()
+        os._exit(code)
+    return code
 
 
 class MasterLoop:
@@ -235,6 +246,7 @@ class MasterLoop:
         self._typical_duration = 0.0
         self._waiting_shown = False
         self.interrupted_by = ""  # a worker's Interrupted message, as a reason
+        self.write_error = ""
         self.stop_request = stop_request or StopRequest(on_second=lambda signum: comm.abort(EXIT_INTERRUPTED))
 
     def apply(self, instructions) -> None:
@@ -323,12 +335,23 @@ class MasterLoop:
         except TrialAbandoned:  # one process: a stop signal ended the trial running in this process
             stop_reason = f"got {self.stop_request.name}"
             exit_code = EXIT_RESUMABLE
+        except ResultsWriteError as exc:  # a full disk, a read-only mount, a quota
+            self.write_error = str(exc)
+            stop_reason, exit_code = self.write_error, EXIT_RESUMABLE
         finally:
             p = scheduler.progress
-            writer.close(exit_code, trials=p.finished, loop_seconds=time.monotonic() - loop_start,
-                         master_cpu_seconds=time.process_time() - cpu_start)
+            try:
+                writer.close(exit_code, trials=p.finished, loop_seconds=time.monotonic() - loop_start,
+                             master_cpu_seconds=time.process_time() - cpu_start)
+            except ResultsWriteError as exc:
+                if not self.write_error:
+                    self.write_error = str(exc)
+                    stop_reason, exit_code = self.write_error, EXIT_RESUMABLE
         if stop_reason:
             self._shutdown(stop_reason)
+        if self.write_error:
+            fail(f"{self.write_error}; every trial stored before it is safe (the next --resume recovers the file): "
+                 f"free space or fix the mount, then run again with --resume")
         elif scheduler.out_of_time:
             log.warning("stopped at the time limit: no time for another trial before %s (trials take up to %s); "
                         "run again with --resume to continue", _clock(self.deadline), format_duration(

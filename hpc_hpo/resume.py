@@ -85,8 +85,11 @@ def inspect(path: Path) -> tuple[dict[str, Any], bool]:
         with h5py.File(path, "r", swmr=True, locking=False) as file:
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in file.attrs.items()}
             missing = [name for name in DATASETS if name not in file]
+            for name in DATASETS:  # every byte a resume will read must be readable
+                if name in file:
+                    file[name][...]
             runs = file["runs"][:] if "runs" in file else np.zeros(0)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         raise StoreError(f"{path}: cannot be read ({_reason(exc)}); the file is damaged (truncated or not fully "
                          f"copied?); hpc_hpo will not touch it") from None
     if "format_version" not in attrs or missing:

@@ -22,8 +22,10 @@ seconds, so writing never holds up dispatch; a result counts as stored once flus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Iterable
@@ -36,7 +38,7 @@ import h5py
 import numpy as np
 
 from ._version import __version__
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, ResultsWriteError, StoreError
 from .records import RUNNING, TrialRecord
 from .space import CategoricalParam, FloatParam, IntParam, Param, Space
 
@@ -156,6 +158,7 @@ class ResultsWriter:
 
     def __init__(self, file: h5py.File, space: Space, slots: int, flush_interval: float = 0.1):
         self.file = file
+        self.path = Path(file.filename)  # create() corrects it: HDF5 keeps the name a file was made under
         self.space = space
         self.dtype = file["trials"].dtype
         self.flush_interval = flush_interval
@@ -207,7 +210,9 @@ class ResultsWriter:
         file.swmr_mode = True
         file.flush()
         temporary.replace(path)  # an open HDF5 file may be renamed: it is written through its descriptor
-        return cls(file, space, slots, flush_interval)
+        writer = cls(file, space, slots, flush_interval)
+        writer.path = path
+        return writer
 
     @classmethod
     def open(cls, path: str | Path, space: Space, slots: int, flush_interval: float = 0.1,
@@ -307,7 +312,13 @@ class ResultsWriter:
         return idle or time.monotonic() - self._dirty_since >= self.flush_interval
 
     def flush(self) -> None:
-        """Write what is queued and make it visible to readers."""
+        """Write what is queued and make it visible to readers; :class:`ResultsWriteError` if the disk refuses."""
+        try:
+            self._flush()
+        except (OSError, RuntimeError) as exc:  # h5py reports a failed write(2) as either
+            raise ResultsWriteError(f"cannot write {self.path} ({_system_reason(exc)})") from exc
+
+    def _flush(self) -> None:
         if self._rows:
             n0 = self._trials.shape[0]
             n1 = n0 + len(self._rows)
@@ -364,9 +375,25 @@ class ResultsWriter:
             row = self._runs[self.run_index]
             row["t_end"], row["exit_code"], row["trials"] = time.time(), exit_code, trials
             row["loop_seconds"], row["master_cpu_seconds"] = loop_seconds, master_cpu_seconds
-            self._runs[self.run_index] = row
-        self.flush()
-        self.file.close()
+            try:
+                self._runs[self.run_index] = row
+            except (OSError, RuntimeError) as exc:
+                raise ResultsWriteError(f"cannot write {self.path} ({_system_reason(exc)})") from exc
+        try:
+            self.flush()
+        finally:
+            with contextlib.suppress(Exception):
+                self.file.close()
+
+
+def _system_reason(exc: BaseException) -> str:
+    """``No space left on device``: the system's words for a failed write, out of h5py's long message."""
+    if getattr(exc, "errno", None):
+        return os.strerror(exc.errno)
+    text = str(exc)
+    if "error message = '" in text:
+        return text.split("error message = '", 1)[1].split("'")[0]
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def make_layout(file: h5py.File, space: Space, slots: int) -> None:
@@ -462,9 +489,14 @@ def read_results(path: str | Path) -> Results:
             running = file["running"][:]
             running = running[running["status"] == RUNNING.encode()]
             names = [n.decode() for n in file["metric_names"][:]]
+            stored = np.full((len(finished), len(names)), np.nan)
+            block = file["metrics"][: len(finished), :]
+            stored[: block.shape[0], : block.shape[1]] = block
+            # Rows a killed or failed write added but never filled (status "") are not trials.
+            written = finished["status"] != b""
+            finished, stored = finished[written], stored[written]
             metrics = np.full((len(finished) + len(running), len(names)), np.nan)
-            stored = file["metrics"][: len(finished), :]
-            metrics[: stored.shape[0], : stored.shape[1]] = stored
+            metrics[: len(finished)] = stored
             runs = file["runs"][:]
             epochs = file["epochs"][:]
         except KeyError as exc:
