@@ -114,6 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("results", help="results file (.h5)")
     export.add_argument("--format", choices=("csv", "json"), help="output format (default: from -o, else csv)")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+
+    job = commands.add_parser(
+        "jobscript", help="print a SLURM or PBS job script that runs CONFIG and resubmits itself until done",
+        description="A job script for one shape of allocation: one MPI rank per GPU plus the master, "
+                    "`run CONFIG --resume`, the pre-timeout signal, and a chain of jobs (each queues the next with a "
+                    "dependency, cancelled once the search is complete).")
+    job.add_argument("config", help="experiment file, as the job will see it (relative to the submit directory)")
+    job.add_argument("--scheduler", required=True, choices=("slurm", "pbs"), help="batch system")
+    job.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes (default 1)")
+    job.add_argument("--gpus-per-node", type=int, default=4, metavar="G", help="GPUs per node (default 4; 0: CPU only)")
+    job.add_argument("--workers", type=int, default=1, metavar="W",
+                     help="with --gpus-per-node 0 (CPU nodes): workers per node (default 1)")
+    job.add_argument("--time", default="12:00:00", metavar="HH:MM:SS", help="wall time of each job (default 12:00:00)")
+    job.add_argument("--gpus-per-trial", type=int, default=1, metavar="K",
+                     help="GPUs per trial (must match the experiment's [workers] gpus_per_trial; default 1)")
+    job.add_argument("--launcher", choices=("mpirun", "srun", "mpiexec"),
+                     help="how to start the ranks (default: mpirun on SLURM, mpiexec on PBS)")
+    job.add_argument("--launcher-args", default="", metavar="ARGS", help="extra arguments for the launcher")
+    job.add_argument("--max-jobs", type=int, default=10, metavar="N", help="most jobs in the chain (default 10)")
+    job.add_argument("--job-name", default="hpc_hpo", metavar="NAME", help="job name (default hpc_hpo)")
+    job.add_argument("--signal-lead", type=int, default=300, metavar="SECONDS",
+                     help="SLURM: SIGUSR1 this long before the time limit (default 300)")
+    job.add_argument("--time-margin", type=int, default=120, metavar="SECONDS",
+                     help="hpc_hpo stops handing out trials this long before the end (default 120)")
+    job.add_argument("--python", default="python", metavar="PATH", help="the Python that runs hpc_hpo (default python)")
+    job.add_argument("-o", "--output", metavar="FILE", help="write to FILE (made executable) instead of standard output")
     return parser
 
 
@@ -124,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except ConfigError as exc:
         return _usage_error(str(exc), argv)
+    args.argv = argv[1:]
     if args.command == "run":
         return _run(args)
     try:
-        return {"check": _check, "status": _status, "export": _export}[args.command](args)
+        return {"check": _check, "status": _status, "export": _export, "jobscript": _jobscript}[args.command](args)
     except HpoError as exc:
         print(f"hpc_hpo: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -214,6 +241,22 @@ def _export(args: argparse.Namespace) -> int:
     text = export(read_results(args.results), fmt)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _jobscript(args: argparse.Namespace) -> int:
+    from .jobscript import JobShape, render
+
+    shape = JobShape(scheduler=args.scheduler, config=args.config, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+                     workers=args.workers, time=args.time, gpus_per_trial=args.gpus_per_trial, launcher=args.launcher or "",
+                     launcher_args=args.launcher_args, max_jobs=args.max_jobs, job_name=args.job_name,
+                     signal_lead=args.signal_lead, time_margin=args.time_margin, python=args.python)
+    text = render(shape, [a for a in args.argv if not a.startswith(("-o", "--output")) and a != args.output])
+    if args.output:
+        Path(args.output).write_text(text)
+        Path(args.output).chmod(0o755)
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts: Open MPI settings for laptops, CI and root shells.
 if [ "$(id -u)" = "0" ]; then
     # Open MPI refuses to run as root unless told twice.

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The job-script tests run a real one-node SLURM and shellcheck: Debian packages (needs root the first time).
+scripts/slurm_cluster.sh install
 source scripts/env.sh
-# setup.sh installed TensorFlow: its tests must run, not skip.
-HPC_HPO_TEST_TF=1 .venv/bin/python -m pytest "$@"
+# TensorFlow and SLURM are installed: their tests must run, not skip.
+HPC_HPO_TEST_TF=1 HPC_HPO_TEST_SLURM=1 .venv/bin/python -m pytest "$@"
