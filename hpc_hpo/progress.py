@@ -25,6 +25,7 @@ class ProgressReporter:
         self.started = time.monotonic()
         self._last = self.started
         self._best_reported: int | None = None
+        self.finished_before = progress.finished  # restored from the results file: not this job's pace
 
     def trial(self, record: TrialRecord) -> None:
         p = self.progress
@@ -47,7 +48,7 @@ class ProgressReporter:
     def line(self, running: int) -> str:
         p = self.progress
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = p.finished / elapsed
+        rate = (p.finished - self.finished_before) / elapsed
         text = f"{p.finished}/{p.budget} finished ({p.failed} failed), {running} running"
         if p.best_value is not None:
             text += f", best {p.best_value:.6g} (trial {p.best_trial})"

@@ -38,7 +38,13 @@ def status_text(results: Results, now: float | None = None) -> str:
             lines.append(f"            {r['trial_id']:<8d} {r['rank']:<5d} {r['host'][:20]:<21s} {age}")
     for run in results.runs:
         end = run["t_end"]
-        state = "running or killed" if not math.isfinite(end) else f"ended {_clock(end)}, exit code {run['exit_code']}"
+        code = int(run["exit_code"])
+        if code == -9:
+            state = "killed (it did not close the file; recovered by the next --resume)"
+        elif not math.isfinite(end):
+            state = "running, or killed"
+        else:
+            state = f"ended {_clock(end)}, exit code {code}" + (" (stopped early, resumable)" if code == 3 else "")
         lines.append(f"run {run['run']:<7d} started {_clock(run['t_start'])}, {run['world_size']} ranks "
                      f"({run['workers']} workers), {state}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,31 @@ def _pbs_start(job_id: str) -> float | None:
     return None
 
 
+def process_start() -> float:
+    """When this process started (UNIX seconds; from /proc on Linux, else now).
+
+    ``--time-limit`` counts from here, not from the master loop, so the seconds MPI and the
+    objective's import take at start count against the limit, as they do for the batch system.
+    """
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
 def job_end(time_limit: float | None = None, environ: Mapping[str, str] | None = None,
             now: float | None = None) -> JobEnd | None:
-    """The end of this job, or None when nothing says (then only signals stop it early)."""
+    """The end of this job, or None when nothing says (then only signals stop it early).
+
+    ``now`` is when the clock of ``time_limit`` started (default: this process's start).
+    """
     env = os.environ if environ is None else environ
-    now = time.time() if now is None else now
     if time_limit:
-        return JobEnd(now + time_limit, "--time-limit")
+        return JobEnd((process_start() if now is None else now) + time_limit, "--time-limit")
+    now = time.time() if now is None else now
     if env.get("SLURM_JOB_END_TIME", "").isdigit():
         return JobEnd(float(env["SLURM_JOB_END_TIME"]), "SLURM_JOB_END_TIME")
     if env.get("SLURM_JOB_ID"):
