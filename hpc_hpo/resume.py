@@ -31,7 +31,7 @@ from .config import Config
 from .errors import ConfigError, StoreError
 from .records import RUNNING, STATUSES, TrialRecord
 from .space import Space
-from .store import FORMAT_VERSION, LIBVER, READABLE_FORMATS, ResultsWriter, param_column
+from .store import FORMAT_VERSION, LIBVER, READABLE_FORMATS, ResultsWriter, param_column, trial_dtype
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,6 +64,15 @@ def open_for_resume(path: Path, config: Config, slots: int, force: bool, attrs: 
         raise ConfigError(f"--resume: {path} was made by a different experiment ({'; '.join(changes)}); "
                           f"use a new --results, or --force to continue anyway")
     if changes:
+        with h5py.File(path, "r", swmr=True, locking=False) as file:
+            stored_columns = file["trials"].dtype
+        columns = trial_dtype(config.space)
+        if stored_columns != columns:
+            differ = [n for n in dict.fromkeys([*stored_columns.names, *columns.names])
+                      if n.startswith("param_") and (n not in stored_columns.names or n not in columns.names
+                                                     or stored_columns[n] != columns[n])]
+            raise ConfigError(f"--force: {path} stores other parameter columns ({', '.join(differ)}): parameters "
+                              f"may change their range, not their name or type; use a new --results")
         log.warning("--force: continuing %s although %s", path, "; ".join(changes))
     if not clean:
         recover(path)

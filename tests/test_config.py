@@ -133,7 +133,7 @@ x = { type = "float", low = 0.0, high = 1.0 }
     (GOOD_HEAD, "phase: at least one [[phase]] table is required"),
     ("phase = 3\n" + GOOD_HEAD, "phase: must be written as [[phase]] tables"),
     ("[experiment]\nobjective = 'm:f'\nnmae = 'x'\n", "experiment.nmae: unknown key (allowed: name, objective, direction, "
-     "results, seed, workdir, max_initial_failures, repeats); did you mean 'name'?"),
+     "results, seed, workdir, max_initial_failures, repeats, resume); did you mean 'name'?"),
     ("[experiment]\n[space]\nx = { type = 'fixed', value = 1 }\n", "experiment.objective: is required"),
     ("[experiment]\nobjective = 'nocolon'\n[space]\nx = { type = 'fixed', value = 1 }\n",
      "experiment.objective: must be 'package.module:function' or 'path/to/file.py:function' (got 'nocolon')"),

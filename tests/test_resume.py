@@ -161,6 +161,13 @@ def test_resume_refuses_a_changed_experiment_unless_forced(tmp_path):
     write_experiment(tmp_path, experiment(trials=3, extra_phases=False).replace("high = 5.0", "high = 6.0"))
     refused = hpo(["run", "experiment.toml", "--resume"], tmp_path)
     assert refused.returncode == 2 and "space: x {" in refused.stderr and "'high': 6.0" in refused.stderr
+    write_experiment(tmp_path, experiment(trials=3, extra_phases=False).replace(
+        'units = { type = "int"', 'units = { type = "float"'))
+    refused = hpo(["run", "experiment.toml", "--resume", "--force"], tmp_path)
+    assert refused.returncode == 2 and refused.stderr.strip().endswith(
+        "stores other parameter columns (param_units): parameters may change their range, not their name or type; "
+        "use a new --results")
+    write_experiment(tmp_path, experiment(trials=3, extra_phases=False).replace("high = 5.0", "high = 6.0"))
     forced = hpo(["run", "experiment.toml", "--resume", "--force", "--trials", "5"], tmp_path)
     assert forced.returncode == 0, forced.stderr
     assert "--force: continuing results.h5 although space: x" in forced.stderr
