@@ -4,9 +4,10 @@ A job can end anywhere: cleanly, at a signal, at its time limit, or by ``kill -9
 killed job leaves is readable (SWMR keeps the file consistent) but HDF5 refuses to open it for
 writing again (its status flags still say a writer has it open), and rows added by the last,
 interrupted flush may be half written (a grown table with zeroed rows). So a file whose last
-run did not close it (``/runs`` ``exit_code`` -1) is *recovered* before anything else: every
-complete row is read with a SWMR reader and copied into a fresh file that atomically replaces
-the old one (``os.replace``; until then the old file is untouched). No ``h5clear`` is needed.
+run did not close it (no ``/runs`` row, ``exit_code`` -1, or HDF5 refuses to reopen it) is
+*recovered* before anything else: every complete row is read with a SWMR reader and copied
+into a fresh file that atomically replaces the old one (``os.replace``; until then the old
+file is untouched). No ``h5clear`` is needed.
 
 Then :func:`previous_trials` turns the rows into what the scheduler restores: finished
 trials (told to the strategies, counted in the budget) and the trials that were running when
@@ -74,7 +75,7 @@ def open_for_resume(path: Path, config: Config, slots: int, force: bool, attrs: 
             raise ConfigError(f"--force: {path} stores other parameter columns ({', '.join(differ)}): parameters "
                               f"may change their range, not their name or type; use a new --results")
         log.warning("--force: continuing %s although %s", path, "; ".join(changes))
-    if not clean:
+    if not clean or not _reopens(path):
         recover(path)
     with h5py.File(path, "r", swmr=True, locking=False) as file:
         previous = previous_trials(file, config.space)
@@ -109,8 +110,18 @@ def inspect(path: Path) -> tuple[dict[str, Any], bool]:
         readable = "it can still be read (status, export), but " if version in READABLE_FORMATS else ""
         raise StoreError(f"{path}: results format {version} cannot be resumed by this hpc_hpo (format "
                          f"{FORMAT_VERSION}); {readable}continue in a new --results file")
-    clean = len(runs) == 0 or int(runs[-1]["exit_code"]) != -1
+    # No run row at all: the job was killed between creating the file and its first flush.
+    clean = len(runs) > 0 and int(runs[-1]["exit_code"]) != -1
     return attrs, clean
+
+
+def _reopens(path: Path) -> bool:
+    """Whether HDF5 opens the file for writing (not if a writer died while closing it)."""
+    try:
+        h5py.File(path, "r+", locking=False).close()
+    except OSError:
+        return False
+    return True
 
 
 def _reason(exc: OSError) -> str:
