@@ -8,6 +8,7 @@ MPI and never imports TensorFlow.
 from ._version import __version__
 from .config import Config, load_config
 from .errors import ConfigError, HpoError, ObjectiveImportError, StoreError
+from .export import Loaded, load
 from .objective import TrialContext
 from .store import Results, read_results
 
@@ -15,11 +16,13 @@ __all__ = [
     "Config",
     "ConfigError",
     "HpoError",
+    "Loaded",
     "ObjectiveImportError",
     "Results",
     "StoreError",
     "TrialContext",
     "__version__",
+    "load",
     "load_config",
     "read_results",
 ]

@@ -30,6 +30,8 @@ examples:
   mpirun -n 9 python -m hpc_hpo run experiment.toml --resume --time-limit 11:55:00   # in a job script
   python -m hpc_hpo status results.h5                  # also while the search runs
   python -m hpc_hpo export results.h5 -o results.csv
+  python -m hpc_hpo best results.h5 --format json
+  python -m hpc_hpo jobscript experiment.toml --scheduler slurm --nodes 2 --gpus-per-node 4 -o job.sbatch
 """
 
 
@@ -115,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "json"), help="output format (default: from -o, else csv)")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
+    best = commands.add_parser("best", help="print the best trial's parameters as TOML or JSON, ready to paste",
+                               description="The parameters of the best finished trial (also while the search runs).")
+    best.add_argument("results", help="results file (.h5)")
+    best.add_argument("--format", choices=("toml", "json"), default="toml", help="output format (default toml)")
+
     job = commands.add_parser(
         "jobscript", help="print a SLURM or PBS job script that runs CONFIG and resubmits itself until done",
         description="A job script for one shape of allocation: one MPI rank per GPU plus the master, "
@@ -154,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _run(args)
     try:
-        return {"check": _check, "status": _status, "export": _export, "jobscript": _jobscript}[args.command](args)
+        return {"check": _check, "status": _status, "export": _export, "best": _best, "jobscript": _jobscript}[args.command](args)
     except HpoError as exc:
         print(f"hpc_hpo: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -243,6 +250,18 @@ def _export(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _best(args: argparse.Namespace) -> int:
+    from .export import best_text
+    from .store import read_results
+
+    text = best_text(read_results(args.results), args.format)
+    if not text:
+        print(f"hpc_hpo: error: {args.results}: no trial has finished successfully yet", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.write(text)
     return EXIT_OK
 
 
