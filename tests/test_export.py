@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-
 import hpc_hpo
 from hpc_hpo.config import tomllib
 from hpc_hpo.store import best_row, params_of, read_results
