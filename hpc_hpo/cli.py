@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="time kept free before the job's end for closing the file and resubmitting (default: 60 s)")
     run.add_argument("--progress-every", type=_positive_seconds, default=10.0, metavar="SECONDS",
                      help="seconds between progress lines of the master (default: 10)")
+    run.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
+                     help="a progress bar (bar), or a summary line every --progress-every seconds (lines); "
+                          "default auto: the bar when stderr is a terminal")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="more log output: -v logs every trial, -vv also the workers' debug lines")
     run.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -109,12 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show how a search stands (works while it runs)",
                                  description="Counts by status, the best trial, running trials and the runs so far.")
     status.add_argument("results", help="results file (.h5)")
+    status.add_argument("--watch", type=_positive_seconds, nargs="?", const=5.0, metavar="SECONDS",
+                        help="show it again every SECONDS (default 5) until the run ends or Ctrl-C")
 
     export = commands.add_parser("export", help="write the trials of a results file as CSV or JSON",
                                  description="One row per trial: id, status, value, parameters (param_*), metrics "
                                              "(metric_*), phase, strategy, rank, host, times, error.")
     export.add_argument("results", help="results file (.h5)")
-    export.add_argument("--format", choices=("csv", "json"), help="output format (default: from -o, else csv)")
+    export.add_argument("--format", choices=("csv", "json", "parquet"),
+                        help="output format (default: from -o, else csv); parquet needs pandas and pyarrow and -o")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
     best = commands.add_parser("best", help="print the best trial's parameters as TOML or JSON, ready to paste",
@@ -190,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(config_path=args.config, results=args.results, seed=args.seed, trials=args.trials,
                          overwrite=args.overwrite, resume=args.resume, force=args.force,
                          time_limit=args.time_limit, time_margin=args.time_margin,
-                         progress_every=args.progress_every)
+                         progress_every=args.progress_every, progress=args.progress)
     comm = open_comm()
     local_worker = None
     if isinstance(comm, LocalComm):  # one process: the master talks to an in-process worker
@@ -231,11 +237,25 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import math
+    import time
+
     from .store import read_results
     from .summary import status_text
 
-    print(status_text(read_results(args.results)))
-    return EXIT_OK
+    while True:
+        results = read_results(args.results)
+        if args.watch and sys.stdout.isatty():
+            sys.stdout.write("\033[H\033[J")  # clear the terminal: a live view, not a scroll
+        print(status_text(results), flush=True)
+        running = len(results.runs) and not math.isfinite(results.runs[-1]["t_end"])
+        if not args.watch or not running:
+            return EXIT_OK
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return EXIT_OK
+        print(flush=True)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -243,13 +263,30 @@ def _export(args: argparse.Namespace) -> int:
     from .store import read_results
 
     fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "csv")
-    if fmt not in ("csv", "json"):
-        raise ConfigError(f"--format: cannot tell the format from '{args.output}'; give --format csv or json")
+    if fmt not in ("csv", "json", "parquet"):
+        raise ConfigError(f"--format: cannot tell the format from '{args.output}'; give --format csv, json or parquet")
+    if fmt == "parquet":
+        return _export_parquet(args)
     text = export(read_results(args.results), fmt)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _export_parquet(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from .export import load
+
+    if not args.output:
+        raise ConfigError("--format parquet: needs -o FILE (Parquet is binary)")
+    missing = [m for m in ("pandas", "pyarrow") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"--format parquet: needs {' and '.join(missing)} (pip install {' '.join(missing)}); "
+                          f"csv and json need nothing")
+    load(args.results).trials.to_parquet(args.output, index=False)
     return EXIT_OK
 
 

@@ -6,9 +6,28 @@ import logging
 import sys
 
 
+class _StatusLineHandler(logging.StreamHandler):
+    """A stderr handler that lifts the master's progress bar (if one is shown) out of a log line's way."""
+
+    status_line = None  # an object with clear() and redraw(), set by the progress bar
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = _StatusLineHandler.status_line
+        if line is not None:
+            line.clear()
+        super().emit(record)
+        if line is not None:
+            line.redraw()
+
+
+def set_status_line(line) -> None:
+    """Show ``line`` (a progress bar) below the log lines, or stop (None)."""
+    _StatusLineHandler.status_line = line
+
+
 def setup_logging(rank: int, level: int) -> None:
     """Send hpc_hpo's log records to stderr, each line tagged with this rank."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StatusLineHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"[r{rank:02d} %(asctime)s] %(message)s", datefmt="%H:%M:%S"))
     logger = logging.getLogger("hpc_hpo")
     logger.handlers[:] = [handler]

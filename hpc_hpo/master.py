@@ -69,6 +69,7 @@ class RunOptions:
     time_limit: float | None = None
     time_margin: float = 60.0
     progress_every: float = 10.0
+    progress: str = "auto"  # "bar" on a terminal, "lines" in a batch log, "auto": bar if stderr is a terminal
     flush_interval: float = 0.1
 
 
@@ -241,7 +242,8 @@ class MasterLoop:
             p = self.scheduler.progress
             log.info("resuming %s: %d of %d trials finished (%d failed), %d to run again, %d to go", config.results_path,
                      p.finished, p.budget, p.failed, len(previous.rerun), max(0, p.budget - p.finished))
-        self.reporter = ProgressReporter(self.scheduler.progress, every=options.progress_every)
+        bar = options.progress == "bar" or (options.progress == "auto" and sys.stderr.isatty())
+        self.reporter = ProgressReporter(self.scheduler.progress, every=options.progress_every, bar=bar)
         self.slots = {rank: i for i, rank in enumerate(comm.worker_ranks)}
         self._typical_duration = 0.0
         self._waiting_shown = False
@@ -347,6 +349,7 @@ class MasterLoop:
                 if not self.write_error:
                     self.write_error = str(exc)
                     stop_reason, exit_code = self.write_error, EXIT_RESUMABLE
+        self.reporter.close()
         if stop_reason:
             self._shutdown(stop_reason)
         if self.write_error:

@@ -1,15 +1,19 @@
-"""The master's progress lines: a summary every few seconds and each new best trial.
+"""The master's progress: a bar on a terminal, or a summary line every few seconds in a batch log.
 
 Fast searches would drown a batch log in per-trial lines, so per-trial lines are debug
 output (``-v``); by default the master says where the search stands every ``every``
-seconds, and when a trial beats the best so far.
+seconds, and when a trial beats the best so far. On a terminal (``--progress bar``, or
+``auto`` when stderr is one) a bar redrawn at most twice a second takes the place of the
+summary lines; new-best and failure lines still appear above it.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
+from .logs import set_status_line
 from .records import DONE, TrialRecord, describe_params, format_duration
 from .scheduler import Progress
 
@@ -19,9 +23,17 @@ log = logging.getLogger("hpc_hpo.master")
 class ProgressReporter:
     """Logs progress lines; cheap enough to call after every result."""
 
-    def __init__(self, progress: Progress, every: float = 10.0):
+    #: Seconds between two drawings of the bar.
+    BAR_EVERY = 0.5
+    BAR_WIDTH = 24
+
+    def __init__(self, progress: Progress, every: float = 10.0, bar: bool = False, stream=None):
         self.progress = progress
         self.every = every
+        self.bar = bar
+        self.stream = stream or sys.stderr
+        self._bar_text = ""
+        self._running = 0
         self.started = time.monotonic()
         self._last = self.started
         self._best_reported: int | None = None
@@ -38,12 +50,42 @@ class ProgressReporter:
         if p.best_trial == record.trial_id and p.best_trial != self._best_reported:
             self._best_reported = p.best_trial
             log.info("trial %d new best %.6g  %s", record.trial_id, record.value, describe_params(record.params))
+        self.tick(self._running)  # the master may never be idle (one process: trials run inside it)
 
     def tick(self, running: int) -> None:
         now = time.monotonic()
-        if now - self._last >= self.every:
+        self._running = running
+        if self.bar:
+            if now - self._last >= self.BAR_EVERY:
+                self._last = now
+                self._bar_text = self.bar_text(running)
+                set_status_line(self)
+                self.redraw()
+        elif now - self._last >= self.every:
             self._last = now
             log.info(self.line(running))
+
+    def bar_text(self, running: int) -> str:
+        p = self.progress
+        filled = int(self.BAR_WIDTH * min(1.0, p.finished / p.budget)) if p.budget else 0
+        return f"[{'#' * filled}{'-' * (self.BAR_WIDTH - filled)}] {self.line(running)}"
+
+    def clear(self) -> None:
+        if self._bar_text:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def redraw(self) -> None:
+        if self._bar_text:
+            self.stream.write("\r\033[K" + self._bar_text)
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Take the bar away for good (before the closing lines)."""
+        if self.bar:
+            self.clear()
+            self._bar_text = ""
+            set_status_line(None)
 
     def line(self, running: int) -> str:
         p = self.progress

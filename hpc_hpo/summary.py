@@ -16,7 +16,8 @@ def _clock(t: float) -> str:
 
 
 def status_text(results: Results, now: float | None = None) -> str:
-    """A short report: counts by status, the best trial, the running trials, the runs."""
+    """A short report: counts by status, the best trial, the pace and time left, the running trials
+    (rank, host, GPUs, age), each worker's share of the last run spent in trials, and the runs."""
     now = time.time() if now is None else now
     a = results.attrs
     records = results.records()
@@ -31,11 +32,14 @@ def status_text(results: Results, now: float | None = None) -> str:
         params = describe_params(params_of(best, results.param_names))
         lines.append(f"best        trial {best['trial_id']}: {best['value']:.6g}  {params}")
     running = [r for r in records if r["status"] == "running"]
+    lines += _pace(records, results, budget - finished, now)
     if running:
-        lines.append("running     trial    rank  host                  age")
+        lines.append("running     trial    rank  host                  gpus      age")
         for r in running:
             age = format_duration(now - r["t_submit"])
-            lines.append(f"            {r['trial_id']:<8d} {r['rank']:<5d} {r['host'][:20]:<21s} {age}")
+            lines.append(f"            {r['trial_id']:<8d} {r['rank']:<5d} {r['host'][:20]:<21s} "
+                         f"{r.get('gpus', '')[:8] or '-':<9s} {age}")
+    lines += _workers(records, results, now)
     for run in results.runs:
         end = run["t_end"]
         code = int(run["exit_code"])
@@ -48,3 +52,50 @@ def status_text(results: Results, now: float | None = None) -> str:
         lines.append(f"run {run['run']:<7d} started {_clock(run['t_start'])}, {run['world_size']} ranks "
                      f"({run['workers']} workers), {state}")
     return "\n".join(lines)
+
+
+def _current_run(results: Results, now: float) -> tuple[float, float] | None:
+    """(start, end or now) of the last run, the one whose pace and workers the report shows."""
+    if not len(results.runs):
+        return None
+    run = results.runs[-1]
+    end = float(run["t_end"]) if math.isfinite(run["t_end"]) else now
+    return float(run["t_start"]), max(end, float(run["t_start"]) + 1e-9)
+
+
+def _pace(records: list[dict], results: Results, remaining: int, now: float) -> list[str]:
+    """Trials per hour in the last run, and the time left at that pace."""
+    window = _current_run(results, now)
+    if window is None:
+        return []
+    start, end = window
+    finished = [r for r in records if r["status"] != "running" and r["t_end"] >= start]
+    if not finished:
+        return []
+    rate = len(finished) / (end - start)
+    text = f"pace        {rate * 3600:.0f} trials/h in the last run"
+    if remaining > 0 and not math.isfinite(results.runs[-1]["t_end"]):  # still running
+        text += f"; about {format_duration(remaining / rate)} left"
+    return [text]
+
+
+def _workers(records: list[dict], results: Results, now: float) -> list[str]:
+    """Per worker in the last run: trials, and the share of the run it spent in trials."""
+    window = _current_run(results, now)
+    if window is None:
+        return []
+    start, end = window
+    busy: dict[tuple[int, str], list[float]] = {}
+    for r in records:
+        if not math.isfinite(r["t_start"]) or r["t_start"] < start:
+            continue
+        stop = r["t_end"] if r["status"] != "running" and math.isfinite(r["t_end"]) else now
+        entry = busy.setdefault((r["rank"], r["host"]), [0, 0.0])
+        entry[0] += 1
+        entry[1] += max(0.0, min(stop, end) - r["t_start"])
+    if not busy:
+        return []
+    lines = ["workers     rank  host                  trials  busy"]
+    for (rank, host), (count, seconds) in sorted(busy.items()):
+        lines.append(f"            {rank:<5d} {host[:20]:<21s} {count:<7d} {100 * seconds / (end - start):.0f}%")
+    return lines

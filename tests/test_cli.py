@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import re
+import time
 
 import h5py
 import pytest
@@ -52,6 +54,34 @@ def test_status_reports_counts_and_best(finished_run):
     assert f"trials      46 of 46 finished; done {len(done)}, failed {failed}" in out.stdout
     assert f"best        trial {best['trial_id']}: {best['value']:.6g}" in out.stdout
     assert "exit code 0" in out.stdout
+    assert re.search(r"^pace        \d+ trials/h in the last run$", out.stdout, re.M)
+    workers = re.search(r"^workers     rank  host +trials  busy\n +0 +\S+ +46 +(\d+)%$", out.stdout, re.M)
+    assert workers and 0 < int(workers.group(1)) <= 100, out.stdout
+
+
+def test_status_watch_follows_a_running_search_and_stops_when_it_ends(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import base_env, mpirun_command
+
+    write_experiment(tmp_path, experiment(trials=30, sleep=0.2, extra_phases=False), OBJECTIVE)
+    proc = subprocess.Popen(mpirun_command(3, ["run", "experiment.toml"]), cwd=tmp_path, env=base_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "results.h5").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        watch = subprocess.run([sys.executable, "-m", "hpc_hpo", "status", "results.h5", "--watch", "0.5"],
+                               cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=120)
+    finally:
+        proc.wait(timeout=120)
+    assert watch.returncode == 0, watch.stderr
+    reports = watch.stdout.split("experiment  e2e")[1:]
+    assert len(reports) >= 3, watch.stdout
+    assert "running     trial    rank  host                  gpus      age" in reports[0]
+    assert "cpu" in reports[0] and "left" in "".join(reports[:-1])
+    assert "30 of 30 finished" in reports[-1] and "exit code 0" in reports[-1]
 
 
 def test_export_csv_and_json(finished_run):
@@ -210,3 +240,55 @@ def test_ctrl_c_keeps_every_finished_trial_and_resume_finishes_the_search(tmp_pa
     assert [r["attempt"] for r in rows if r["attempt"] != 1] == [2]
     assert [(r["trial_id"], r["status"], repr(r["value"])) for r in rows[: len(finished)]] == \
         [(r["trial_id"], r["status"], repr(r["value"])) for r in finished]  # kept as they were
+
+
+def run_in_terminal(args: list[str], cwd, timeout: float = 120) -> tuple[int, str]:
+    """``python -m hpc_hpo ARGS`` with a pseudo-terminal as its stdout and stderr, as a user at a shell."""
+    import os
+    import pty
+    import select
+    import sys
+
+    from conftest import base_env
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes the command
+        os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "hpc_hpo", *args], base_env())
+    output, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO: the command ended
+                break
+            if not data:
+                break
+            output += data
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_on_a_terminal_the_master_shows_a_bar_instead_of_summary_lines(tmp_path):
+    write_experiment(tmp_path, experiment(trials=40, sleep=0.1, extra_phases=False), OBJECTIVE)
+    code, output = run_in_terminal(["run", "experiment.toml", "--progress-every", "1"], tmp_path)
+    assert code == 0, output
+    frames = re.findall(r"\r\x1b\[K(\[[#-]{24}\] [^\r\n]*)", output)
+    assert len(frames) >= 3, output
+    counts = [int(re.search(r"\] (\d+)/40", f).group(1)) for f in frames]
+    assert counts == sorted(counts) and counts[-1] > counts[0]  # it moves forward
+    assert all(re.match(r"\[#*-*\] \d+/40 finished \(\d+ failed\), \d+ running", f) for f in frames)
+    lines = [line.split("\x1b[K")[-1] for line in output.replace("\r\n", "\n").split("\n")]
+    summaries = [line for line in lines if re.match(r"\[r00 [\d:]+\] \d+/40 finished", line)]
+    assert summaries == [], summaries  # the bar replaces the periodic lines
+    assert "finished: 40/40 finished" in output and "new best" in output
+
+
+def test_in_a_batch_log_the_master_writes_summary_lines_and_no_bar(tmp_path):
+    write_experiment(tmp_path, experiment(trials=40, sleep=0.1, extra_phases=False), OBJECTIVE)
+    out = hpo(["run", "experiment.toml", "--progress-every", "1"], tmp_path)
+    assert out.returncode == 0 and "\r" not in out.stderr and "\x1b[K" not in out.stderr
+    assert re.search(r"^\[r00 [\d:]+\] \d+/40 finished \(\d+ failed\), \d+ running", out.stderr, re.M)

@@ -64,3 +64,19 @@ def test_load_without_pandas_gives_a_structured_array_with_decoded_strings(resul
     assert list(loaded.trials["trial_id"]) == list(frame["trial_id"])
     assert list(loaded.trials["param_act"]) == list(frame["param_act"]) and loaded.trials["status"].dtype.kind == "U"
     assert len(loaded.done) == len(hpc_hpo.load(results).done)
+
+
+def test_parquet_export_needs_pyarrow_and_says_so(results, tmp_path):
+    import importlib.util
+
+    out = hpo(["export", str(results), "-o", str(tmp_path / "t.parquet")], tmp_path)
+    if importlib.util.find_spec("pyarrow") is None:
+        assert out.returncode == 2
+        assert out.stderr.strip() == ("hpc_hpo: error: --format parquet: needs pyarrow (pip install pyarrow); csv and "
+                                      "json need nothing")
+        assert not (tmp_path / "t.parquet").exists()
+    else:
+        import pandas as pd
+
+        assert out.returncode == 0, out.stderr
+        assert pd.read_parquet(tmp_path / "t.parquet").equals(hpc_hpo.load(results).trials)

@@ -51,7 +51,7 @@ def memory_table(out: Path) -> None:
 def timing_table(out: Path) -> None:
     gpu, cpu = rows(out / "timing.csv"), rows(out / "timing_cpu.csv")
     print("\ntrial  width  batch  GPU s  CPU s  CPU/GPU")
-    for g, c in zip(gpu, cpu):
+    for g, c in zip(gpu, cpu, strict=True):
         assert g["param_width"] == c["param_width"], "the two timing runs must see the same points"
         note = "  (first trial of the process: imports, CUDA start)" if g["trial_id"] == "0" else ""
         print(f"{g['trial_id']:>5}  {g['param_width']:>5}  {g['param_batch_size']:>5}  {duration(g):5.2f}  "
