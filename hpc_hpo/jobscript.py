@@ -135,6 +135,33 @@ exit "$CODE"
 """
 
 
+_BODY = """\
+# Your site's environment (uncomment and adapt):
+# module load openmpi cuda python
+# source "$HOME/venvs/hpc_hpo/bin/activate"
+
+set -u
+cd "${{{workdir}:-.}}" || exit 2
+CHAIN=${{HPC_HPO_CHAIN:-1}}
+MAX_JOBS=${{HPC_HPO_MAX_JOBS:-{max_jobs}}}
+SCRIPT=${{HPC_HPO_JOBSCRIPT:-$0}}  # the batch system's copy of this script, readable while the job runs
+
+# Queue the next job first, to start once this one ends however it ends (killed at {end} too).
+NEXT=""
+if [ "$CHAIN" -lt "$MAX_JOBS" ]; then
+    NEXT=$({submit}) || NEXT=""
+fi
+echo "hpc_hpo job ${job_id}: $CHAIN of at most $MAX_JOBS; next job: ${{NEXT:-none}}"
+
+"""
+
+
+def _body(shape: JobShape, workdir: str, job_id: str, end: str, submit: str, cancel: str) -> str:
+    """What both scripts do after their directives: queue the successor, run, cancel it when done."""
+    return (_BODY.format(workdir=workdir, max_jobs=shape.max_jobs, end=end, submit=submit, job_id=job_id)
+            + _TAIL.format(command=shape.command, cancel=cancel))
+
+
 def _slurm(shape: JobShape, made_by: str) -> str:
     gpus = f"#SBATCH --gpus-per-node={shape.gpus_per_node}\n" if shape.gpus_per_node else ""
     return f"""#!/bin/bash
@@ -149,25 +176,9 @@ def _slurm(shape: JobShape, made_by: str) -> str:
 #SBATCH --signal=B:USR1@{shape.signal_lead}
 #SBATCH --output={shape.job_name}-%j.out
 
-# Your site's environment (uncomment and adapt):
-# module load openmpi cuda python
-# source "$HOME/venvs/hpc_hpo/bin/activate"
-
-set -u
-cd "${{SLURM_SUBMIT_DIR:-.}}" || exit 2
-CHAIN=${{HPC_HPO_CHAIN:-1}}
-MAX_JOBS=${{HPC_HPO_MAX_JOBS:-{shape.max_jobs}}}
-SCRIPT=${{HPC_HPO_JOBSCRIPT:-$0}}  # the batch system's copy of this script, readable while the job runs
-
-# Queue the next job first, to start once this one ends however it ends (killed at the time limit too).
-NEXT=""
-if [ "$CHAIN" -lt "$MAX_JOBS" ]; then
-    NEXT=$(sbatch --parsable --dependency="afterany:$SLURM_JOB_ID" \\
-        --export="ALL,HPC_HPO_CHAIN=$((CHAIN + 1))" "$SCRIPT") || NEXT=""
-fi
-echo "hpc_hpo job $SLURM_JOB_ID: $CHAIN of at most $MAX_JOBS; next job: ${{NEXT:-none}}"
-
-""" + _TAIL.format(command=shape.command, cancel="scancel")
+""" + _body(shape, workdir="SLURM_SUBMIT_DIR", job_id="SLURM_JOB_ID", end="the time limit", submit=(
+        'sbatch --parsable --dependency="afterany:$SLURM_JOB_ID" \\\n'
+        '        --export="ALL,HPC_HPO_CHAIN=$((CHAIN + 1))" "$SCRIPT"'), cancel="scancel")
 
 
 def _pbs(shape: JobShape, made_by: str) -> str:
@@ -189,22 +200,6 @@ def _pbs(shape: JobShape, made_by: str) -> str:
 #PBS -l walltime={walltime}
 #PBS -j oe
 
-# Your site's environment (uncomment and adapt):
-# module load openmpi cuda python
-# source "$HOME/venvs/hpc_hpo/bin/activate"
-
-set -u
-cd "${{PBS_O_WORKDIR:-.}}" || exit 2
-CHAIN=${{HPC_HPO_CHAIN:-1}}
-MAX_JOBS=${{HPC_HPO_MAX_JOBS:-{shape.max_jobs}}}
-SCRIPT=${{HPC_HPO_JOBSCRIPT:-$0}}  # the batch system's copy of this script, readable while the job runs
-
-# Queue the next job first, to start once this one ends however it ends (killed at the walltime too).
-NEXT=""
-if [ "$CHAIN" -lt "$MAX_JOBS" ]; then
-    NEXT=$(qsub -W depend="afterany:$PBS_JOBID" \\
-        -v "HPC_HPO_CHAIN=$((CHAIN + 1)),HPC_HPO_MAX_JOBS=$MAX_JOBS" "$SCRIPT") || NEXT=""
-fi
-echo "hpc_hpo job $PBS_JOBID: $CHAIN of at most $MAX_JOBS; next job: ${{NEXT:-none}}"
-
-""" + _TAIL.format(command=shape.command, cancel="qdel")
+""" + _body(shape, workdir="PBS_O_WORKDIR", job_id="PBS_JOBID", end="the walltime", submit=(
+        'qsub -W depend="afterany:$PBS_JOBID" \\\n'
+        '        -v "HPC_HPO_CHAIN=$((CHAIN + 1)),HPC_HPO_MAX_JOBS=$MAX_JOBS" "$SCRIPT"'), cancel="qdel")

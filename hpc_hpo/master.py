@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from .comm import Backoff, Comm
 from .config import Config, apply_overrides, load_config, to_toml, with_seed
 from .devices import Binding, Place, assign, describe, local_place
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_RESUMABLE, EXIT_USAGE, HpoError, ResultsWriteError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_RESUMABLE, EXIT_USAGE, ConfigError, HpoError, ResultsWriteError
 from .executor import TrialAbandoned
 from .lockfile import ResultsLock
 from .progress import ProgressReporter
@@ -82,6 +82,9 @@ def resolve_config(options: RunOptions) -> Config:
     config = apply_overrides(config, results=options.results, seed=options.seed, trials=options.trials)
     if options.resume and not config.experiment.resume:
         config = replace(config, experiment=replace(config.experiment, resume=True))
+    if options.force and not config.experiment.resume:
+        raise ConfigError("--force: only with --resume (or resume = true in [experiment]): it lets a resume go on "
+                          "despite a changed experiment")
     resuming = config.experiment.resume and config.results_path.exists()
     if resuming and config.experiment.seed < 0:
         attrs, _ = inspect(config.results_path)

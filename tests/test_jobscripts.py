@@ -166,6 +166,8 @@ def slurm(tmp_path_factory):
     for tool in ("slurmctld", "slurmd", "munged", "sbatch"):
         need(tool)
     if os.geteuid() != 0:
+        if REQUIRE:
+            pytest.fail("the test cluster runs its daemons as root: run scripts/test.sh as root")
         pytest.skip("the test cluster runs its daemons as root")
     state = tmp_path_factory.mktemp("slurm")
     script = str(REPO / "scripts" / "slurm_cluster.sh")
