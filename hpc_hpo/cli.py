@@ -1,4 +1,4 @@
-"""The command line: ``python -m hpc_hpo run|check|status|export``.
+"""The command line: ``python -m hpc_hpo run|check|status|export|report|best|jobscript``.
 
 ``run`` is the only command that may start MPI; it picks the role of this rank (rank 0 is
 the master, every other rank a worker; with one rank, one process plays both). Errors
@@ -31,6 +31,7 @@ examples:
   python -m hpc_hpo status results.h5                  # also while the search runs
   python -m hpc_hpo export results.h5 -o results.csv
   python -m hpc_hpo best results.h5 --format json
+  python -m hpc_hpo report results.h5 -o report/          # PNG plots and report/report.html
   python -m hpc_hpo jobscript experiment.toml --scheduler slurm --nodes 2 --gpus-per-node 4 -o job.sbatch
 """
 
@@ -123,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output format (default: from -o, else csv); parquet needs pandas and pyarrow and -o")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
+    report = commands.add_parser(
+        "report", help="plots of a results file as PNG files and one self-contained HTML page (also while it runs)",
+        description="Write PNG plots and report.html (every plot embedded, a summary, the best parameters, the best "
+                    "trials, failures) into DIR: result evolution, two-parameter plots with an interpolated contour, "
+                    "parallel coordinates, worker timeline, learning curves (when trials reported epochs), "
+                    "parameter importance and the value against each parameter. Needs matplotlib.")
+    report.add_argument("results", help="results file (.h5)")
+    report.add_argument("-o", "--output", metavar="DIR", help="directory for the report (default: <results>-report)")
+    report.add_argument("--pairs", nargs="+", metavar="A:B",
+                        help="the two-parameter plots to draw, e.g. --pairs lr:units lr:dropout (default: every pair)")
+    report.add_argument("--no-contour", action="store_true",
+                        help="no interpolated value contour in the two-parameter plots")
+
     best = commands.add_parser("best", help="print the best trial's parameters as TOML or JSON, ready to paste",
                                description="The parameters of the best finished trial (also while the search runs).")
     best.add_argument("results", help="results file (.h5)")
@@ -167,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _run(args)
     try:
-        return {"check": _check, "status": _status, "export": _export, "best": _best, "jobscript": _jobscript}[args.command](args)
+        handlers = {"check": _check, "status": _status, "export": _export, "report": _report, "best": _best,
+                    "jobscript": _jobscript}
+        return handlers[args.command](args)
     except HpoError as exc:
         print(f"hpc_hpo: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -287,6 +303,18 @@ def _export_parquet(args: argparse.Namespace) -> int:
         raise ConfigError(f"--format parquet: needs {' and '.join(missing)} (pip install {' '.join(missing)}); "
                           f"csv and json need nothing")
     load(args.results).trials.to_parquet(args.output, index=False)
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    report = make_report(args.results, args.output, pairs=args.pairs, contour=not args.no_contour)
+    for plot in report.plots:
+        print(plot.path)
+    for note in report.notes:
+        print(f"# left out: {note}", file=sys.stderr)
+    print(report.html)
     return EXIT_OK
 
 

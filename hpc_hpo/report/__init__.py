@@ -1,0 +1,132 @@
+"""``hpc_hpo report``: plots of a results file as PNG files and one self-contained HTML page.
+
+Read-only over the store, so it works on a finished search and on one still running (it
+shows the moment it read). Every figure is its own module; this one decides which apply,
+names the files, and hands them to :mod:`hpc_hpo.report.html`. Needs matplotlib
+(``pip install hpc_hpo[plots]``); imported only by this command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..store import read_results
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure of the report: its file and what it shows."""
+
+    key: str
+    title: str
+    path: Path
+    caption: str
+
+
+@dataclass
+class Report:
+    directory: Path
+    html: Path
+    plots: list[Plot] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # figures left out, and why
+
+
+def _require_matplotlib() -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("report: needs matplotlib (pip install 'hpc_hpo[plots]', or pip install matplotlib); "
+                          "status, export and best need nothing")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+
+
+def parse_pairs(texts: list[str] | None) -> list[tuple[str, str]] | None:
+    """``["lr:units", "x:lr"]`` (or comma-separated) as pairs of names."""
+    if not texts:
+        return None
+    pairs = []
+    for text in (part for item in texts for part in item.split(",") if part.strip()):
+        names = [name.strip() for name in text.split(":")]
+        if len(names) != 2 or not all(names):
+            raise ConfigError(f"--pairs: a pair is two parameter names joined by ':', e.g. lr:units (got '{text}')")
+        pairs.append((names[0], names[1]))
+    return pairs
+
+
+def _file_name(*names: str) -> str:
+    return "__".join(re.sub(r"[^A-Za-z0-9_.-]", "_", n) for n in names)
+
+
+def make_report(results_path: str | Path, directory: str | Path | None = None, pairs: list[str] | None = None,
+                contour: bool = True, now: float | None = None) -> Report:
+    """Write every figure that applies to ``results_path`` into ``directory`` (default ``<results>-report``)."""
+    _require_matplotlib()
+    from .common import save
+    from .curves import curves_figure, has_curves
+    from .data import trial_table
+    from .evolution import evolution_figure
+    from .html import write_html
+    from .importance import MIN_TRIALS, importance_figure, importances
+    from .pairs import choose_pairs, pair_figure
+    from .parallel import parallel_figure
+    from .slices import has_slices, slices_figure
+    from .timeline import timeline_figure
+
+    now = time.time() if now is None else now
+    results = read_results(results_path)
+    table = trial_table(results)
+    chosen = choose_pairs(table, parse_pairs(pairs))
+    out = Path(directory) if directory else Path(str(Path(results_path).with_suffix("")) + "-report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"-o: cannot create the report directory ({exc.strerror}) (got '{out}')") from None
+    report = Report(out, out / "report.html")
+
+    def add(key: str, title: str, name: str, fig, caption: str) -> None:
+        path = save(fig, out / f"{name}.png")
+        report.plots.append(Plot(key, title, path, caption))
+
+    add("evolution", "Result evolution", "evolution", evolution_figure(table),
+        "Value of each trial by trial id; marker and colour by strategy; the black line is the best so far; "
+        "red crosses on the bottom edge are failed trials.")
+    if len(table.axes) >= 2:
+        for ax_x, ax_y in chosen:
+            add("pair", f"{ax_y.name} against {ax_x.name}", f"pair_{_file_name(ax_x.name, ax_y.name)}",
+                pair_figure(table, ax_x, ax_y, contour),
+                "Colour: value; stars: Bayesian trials; the red circle: best trial; grey crosses: failed; "
+                "labels: trial ids" + ("; shading: interpolated value" if contour else "") + ".")
+    else:
+        report.notes.append("two-parameter plots: the space has fewer than two searched parameters")
+    if table.axes:
+        add("parallel", "Parameter combinations", "parallel", parallel_figure(table),
+            "One axis per parameter, then the value; each trial is a line coloured by its value, the best in red; "
+            "dashed grey lines are failed trials.")
+    add("timeline", "Worker timeline", "timeline", timeline_figure(table, now),
+        "A lane per worker, a bar per trial coloured by status; dark segments: time spent choosing a Bayesian "
+        "point; white: idle; right: share of the time spent in trials.")
+    if has_curves(table):
+        add("curves", "Learning curves", "curves", curves_figure(table),
+            "What trials reported per epoch, a line per trial coloured by its final value; the best in red.")
+    else:
+        report.notes.append("learning curves: no trial reported per-epoch metrics (trial.report or the Keras callback)")
+    ranking = importances(table)
+    if ranking:
+        add("importance", "Parameter importance", "importance", importance_figure(table, ranking),
+            "Importance of each parameter for the value: a random forest fitted to the successful trials.")
+    else:
+        report.notes.append(f"parameter importance: needs at least {MIN_TRIALS} successful trials "
+                            f"(has {int(table.done.sum())})")
+    if has_slices(table):
+        add("slices", "Value against each parameter", "slices", slices_figure(table),
+            "A panel per parameter; colour: trial id (dark early, bright late); red crosses: failed trials.")
+    write_html(report, results, table, ranking, now)
+    return report
+
+
+__all__ = ["Plot", "Report", "make_report", "parse_pairs"]
