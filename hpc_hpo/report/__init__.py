@@ -8,7 +8,6 @@ names the files, and hands them to :mod:`hpc_hpo.report.html`. Needs matplotlib
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import time
 from dataclasses import dataclass, field
@@ -37,10 +36,11 @@ class Report:
 
 
 def _require_matplotlib() -> None:
-    if importlib.util.find_spec("matplotlib") is None:
+    try:
+        import matplotlib
+    except ImportError:
         raise ConfigError("report: needs matplotlib (pip install 'hpc_hpo[plots]', or pip install matplotlib); "
-                          "status, export and best need nothing")
-    import matplotlib
+                          "status, export and best need nothing") from None
 
     matplotlib.use("Agg", force=True)
 

@@ -61,6 +61,12 @@ def value_axis_scale(ax, values: np.ndarray, which: str = "y") -> None:
         (ax.set_yscale if which == "y" else ax.set_xscale)("log")
 
 
+def better_last(table: TrialTable, mask: np.ndarray) -> np.ndarray:
+    """Rows of ``mask``, worst value first: drawn in this order, the best points end up on top."""
+    rows = np.flatnonzero(mask)
+    return rows[np.argsort(-table.value[rows] if table.minimize else table.value[rows], kind="stable")]
+
+
 def direction_word(table: TrialTable) -> str:
     return "lower is better" if table.minimize else "higher is better"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .common import BEST_COLOUR, direction_word, failed_rug, figure, marker_size, value_axis_scale
 from .data import TrialTable, strategy_style
@@ -42,6 +43,7 @@ def evolution_figure(table: TrialTable) -> Figure:
                     fontsize=9, color=BEST_COLOUR, arrowprops={"arrowstyle": "-", "color": BEST_COLOUR})
     value_axis_scale(ax, table.value[done])
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"value ({direction_word(table)})")
     if n:
         ax.set_xlim(table.trial_id.min() - 0.5 - 0.02 * n, table.trial_id.max() + 0.5 + 0.02 * n)

@@ -95,7 +95,8 @@ def _summary(results: Results, table: TrialTable, now: float) -> list[tuple[str,
                              f"trials took {format_duration(float(np.median(durations)))} (median), "
                              f"{format_duration(float(np.sum(durations)))} in all"))
     workers = {(int(r), str(h)) for r, h in zip(table.rank, table.host, strict=True)}
-    rows.append(("workers", f"{len(workers)} ({len({h for _, h in workers})} hosts)"))
+    hosts = len({h for _, h in workers})
+    rows.append(("workers", f"{len(workers)} on {hosts} host{'s' if hosts != 1 else ''}"))
     rows.append(("runs (jobs)", f"{len(results.runs)}"))
     rows.append(("seed", _e(results.attrs.get("seed", "-"))))
     rows.append(("state", f"<span class='state'>{_e(_state(results, table, now))}</span>"))

@@ -2,8 +2,9 @@
 
 Each point is labelled with its trial id (the best first, none over another), Bayesian
 points are stars, the best point is circled, failed trials are grey crosses. The contour is
-a linear interpolation of the successful values over the two axes (log axes in log space),
-drawn only when both parameters are numbers and the points span an area.
+an interpolation of the successful values over the two axes (log axes in log space; linear
+between the points when they are few, a smoothed local mean when they are many), drawn only
+when both parameters are numbers and the points span an area.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..errors import ConfigError
-from .common import BEST_COLOUR, direction_word, figure, jitter, marker_size, param_axis, value_scale
+from .common import BEST_COLOUR, better_last, direction_word, figure, jitter, marker_size, param_axis, value_scale
 from .data import Axis, TrialTable
 
 #: Most trial ids written beside points (the best ones first).
 MAX_LABELS = 40
+#: Cells of the contour grid along each axis.
+GRID = 100
+#: From this many successful trials on, the contour is a smoothed local mean instead of a linear interpolation.
+SMOOTH_FROM = 100
 
 
 def choose_pairs(table: TrialTable, names: list[tuple[str, str]] | None) -> list[tuple[Axis, Axis]]:
@@ -42,7 +47,7 @@ def choose_pairs(table: TrialTable, names: list[tuple[str, str]] | None) -> list
 
 
 def _contour(ax, table: TrialTable, ax_x: Axis, ax_y: Axis, cmap, norm) -> bool:
-    """Interpolated filled contour of the value; False when the points do not span an area."""
+    """Filled contour of the value over the two axes; False when the points do not span an area."""
     if ax_x.categorical or ax_y.categorical:
         return False
     done = table.done & table.has_point()
@@ -50,27 +55,52 @@ def _contour(ax, table: TrialTable, ax_x: Axis, ax_y: Axis, cmap, norm) -> bool:
     values = table.value[done]
     if len(values) < 4:
         return False
-    from scipy.interpolate import griddata
-    from scipy.spatial import QhullError
-
     tx = np.log(x) if ax_x.log else x
     ty = np.log(y) if ax_y.log else y
     if np.ptp(tx) == 0 or np.ptp(ty) == 0:
         return False
-    gx, gy = np.meshgrid(np.linspace(tx.min(), tx.max(), 120), np.linspace(ty.min(), ty.max(), 120))
-    try:
-        grid = griddata(np.column_stack([tx, ty]), values, (gx, gy), method="linear")
-    except (QhullError, ValueError):
+    log_values = isinstance(norm, LogNorm)
+    z = np.log(values) if log_values else values
+    edges_x, edges_y = np.linspace(tx.min(), tx.max(), GRID + 1), np.linspace(ty.min(), ty.max(), GRID + 1)
+    grid = _interpolate(tx, ty, z, edges_x, edges_y)
+    if grid is None:
         return False
-    if not np.isfinite(grid).any():
-        return False
-    if isinstance(norm, LogNorm):
-        levels = np.geomspace(norm.vmin, norm.vmax, 15)
+    centres_x, centres_y = (edges_x[1:] + edges_x[:-1]) / 2, (edges_y[1:] + edges_y[:-1]) / 2
+    gx, gy = np.meshgrid(centres_x, centres_y)
+    if log_values:
+        grid, levels = np.exp(grid), np.geomspace(norm.vmin, norm.vmax, 15)
     else:
         levels = np.linspace(norm.vmin, norm.vmax, 15)
     ax.contourf(np.exp(gx) if ax_x.log else gx, np.exp(gy) if ax_y.log else gy, grid, levels=levels, cmap=cmap,
                 norm=norm, alpha=0.35, zorder=1, extend="both")
     return True
+
+
+def _interpolate(x: np.ndarray, y: np.ndarray, z: np.ndarray, edges_x: np.ndarray, edges_y: np.ndarray):
+    """The value on a grid (rows: y): linear between the points when they are few, as PHS draws it; a
+    Gaussian-smoothed local mean when they are many, where a projection of a higher-dimensional search would
+    make a linear interpolation a patchwork. NaN far from any point; None when there is nothing to draw."""
+    if len(z) < SMOOTH_FROM:
+        from scipy.interpolate import griddata
+        from scipy.spatial import QhullError
+
+        centres_x, centres_y = (edges_x[1:] + edges_x[:-1]) / 2, (edges_y[1:] + edges_y[:-1]) / 2
+        gx, gy = np.meshgrid(centres_x, centres_y)
+        try:
+            grid = griddata(np.column_stack([x, y]), z, (gx, gy), method="linear")
+        except (QhullError, ValueError):
+            return None
+    else:
+        from scipy.ndimage import gaussian_filter
+
+        sums, _, _ = np.histogram2d(y, x, bins=[edges_y, edges_x], weights=z)
+        counts, _, _ = np.histogram2d(y, x, bins=[edges_y, edges_x])
+        sigma = max(GRID / 14, GRID / np.sqrt(len(z)))  # about the spacing of the points
+        weight = gaussian_filter(counts, sigma, mode="nearest")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            grid = gaussian_filter(sums, sigma, mode="nearest") / weight
+        grid[weight < 0.3 / (2 * np.pi * sigma**2)] = np.nan  # no trial within about 1.5 sigma
+    return grid if np.isfinite(grid).any() else None
 
 
 def pair_figure(table: TrialTable, ax_x: Axis, ax_y: Axis, contour: bool = True) -> Figure:
@@ -89,7 +119,8 @@ def pair_figure(table: TrialTable, ax_x: Axis, ax_y: Axis, contour: bool = True)
     legend: list[tuple[str, dict]] = []
     for mask, marker, label in ((done & ~bayes, "o", "trial"), (done & bayes, "*", "Bayesian trial")):
         if mask.any():
-            scatter = ax.scatter(x[mask], y[mask], c=table.value[mask], cmap=cmap, norm=norm, marker=marker,
+            rows = better_last(table, mask)  # where points crowd, the good ones stay visible
+            scatter = ax.scatter(x[rows], y[rows], c=table.value[rows], cmap=cmap, norm=norm, marker=marker,
                                  s=size * (2.2 if marker == "*" else 1), edgecolors="black",
                                  linewidths=0.4 if n < 300 else 0.1, zorder=3)
             legend.append((f"{label} ({mask.sum()})", {"marker": marker, "markerfacecolor": "#bbbbbb",
@@ -107,7 +138,7 @@ def pair_figure(table: TrialTable, ax_x: Axis, ax_y: Axis, contour: bool = True)
     best = table.best_index()
     if best is not None and known[best]:
         ax.scatter([x[best]], [y[best]], s=size * 7 + 80, facecolors="none", edgecolors=BEST_COLOUR, linewidths=2.2,
-                   zorder=5)
+                   zorder=5, clip_on=False)
         legend.append((f"best (trial {table.trial_id[best]})", {"marker": "o", "markerfacecolor": "none",
                                                                 "markeredgecolor": BEST_COLOUR, "markersize": 12,
                                                                 "markeredgewidth": 2}))
@@ -134,9 +165,10 @@ def _label_points(ax, table: TrialTable, x: np.ndarray, y: np.ndarray, known: np
     candidates = list(done) + list(rows[~good])
     screen = ax.transData.transform(np.column_stack([x, y])[candidates]) if candidates else np.zeros((0, 2))
     placed: list[np.ndarray] = []
+    most = MAX_LABELS if len(rows) <= 200 else MAX_LABELS // 2
     fontsize = 7 if len(rows) > 15 else 8
     for row, where in zip(candidates, screen, strict=True):
-        if len(placed) >= MAX_LABELS:
+        if len(placed) >= most:
             break
         if any(abs(where[0] - p[0]) < 16 and abs(where[1] - p[1]) < 10 for p in placed):
             continue

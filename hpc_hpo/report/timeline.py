@@ -51,7 +51,7 @@ def timeline_figure(table: TrialTable, now: float | None = None) -> Figure:
         gpus = Counter(str(g) for g in table.gpus[mask]).most_common(1)[0][0] or "-"
         labels.append(f"r{lane[0]} {lane[1][:14]} {'GPU ' + gpus if gpus != 'cpu' else 'cpu'}")
     height = 0.7
-    shortest = (finish - origin) / scale * 0.004  # a trial that failed at once still shows as a sliver
+    shortest = (finish - origin) / scale * 0.001  # a trial that failed at once still shows as a sliver
     for status, colour in STATUS_COLOURS.items():
         mask = started & (table.status == status)
         for lane, row in rows.items():
