@@ -116,13 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", type=_positive_seconds, nargs="?", const=5.0, metavar="SECONDS",
                         help="show it again every SECONDS (default 5) until the run ends or Ctrl-C")
 
-    export = commands.add_parser("export", help="write the trials of a results file as CSV or JSON",
-                                 description="One row per trial: id, status, value, parameters (param_*), metrics "
-                                             "(metric_*), phase, strategy, rank, host, times, error.")
+    export = commands.add_parser(
+        "export", help="write the trials of a results file as CSV, JSON, Parquet, or for TensorBoard's HParams",
+        description="One row per trial: id, status, value, parameters (param_*), metrics (metric_*), phase, strategy, "
+                    "rank, host, times, error. --format tensorboard -o DIR writes the search for TensorBoard's "
+                    "HParams dashboard instead (tensorboard --logdir DIR): a run per trial with its parameters, "
+                    "value, metrics and per-epoch curves; needs the tensorboard package.")
     export.add_argument("results", help="results file (.h5)")
-    export.add_argument("--format", choices=("csv", "json", "parquet"),
-                        help="output format (default: from -o, else csv); parquet needs pandas and pyarrow and -o")
-    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    export.add_argument("--format", choices=("csv", "json", "parquet", "tensorboard"),
+                        help="output format (default: from -o, else csv); parquet needs pandas and pyarrow and -o; "
+                             "tensorboard needs the tensorboard package and -o DIR")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (DIR for tensorboard) instead of standard output")
 
     report = commands.add_parser(
         "report", help="plots of a results file as PNG files and one self-contained HTML page (also while it runs)",
@@ -279,15 +283,30 @@ def _export(args: argparse.Namespace) -> int:
     from .store import read_results
 
     fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "csv")
-    if fmt not in ("csv", "json", "parquet"):
-        raise ConfigError(f"--format: cannot tell the format from '{args.output}'; give --format csv, json or parquet")
+    if fmt not in ("csv", "json", "parquet", "tensorboard"):
+        raise ConfigError(f"--format: cannot tell the format from '{args.output}'; give --format csv, json, parquet "
+                          f"or tensorboard")
     if fmt == "parquet":
         return _export_parquet(args)
+    if fmt == "tensorboard":
+        return _export_tensorboard(args)
     text = export(read_results(args.results), fmt)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _export_tensorboard(args: argparse.Namespace) -> int:
+    from .store import read_results
+    from .tensorboard_export import export_tensorboard
+
+    if not args.output:
+        raise ConfigError("--format tensorboard: needs -o DIR, the directory to give to tensorboard --logdir")
+    results = read_results(args.results)
+    count = export_tensorboard(results, args.output)
+    print(f"{count} trials written to {args.output}; view them with: tensorboard --logdir {args.output}", file=sys.stderr)
     return EXIT_OK
 
 
