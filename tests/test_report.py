@@ -1,0 +1,268 @@
+"""``hpc_hpo report``: every plot from files made by real runs, the HTML page in a real browser, a running search.
+
+The files come from real searches under mpirun (random with failures, Bayesian, 2,000
+trials) and in one process (a single trial), over float, log-float, log-int and
+categorical parameters, with per-epoch metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpc_hpo.store import best_row, read_results
+
+from browser import open_page
+from conftest import base_env, hpo, mpirun_command, write_experiment
+from experiments import REPORTING_OBJECTIVE, bayes_experiment, experiment, header, reporting
+
+PAIRS = ["x__lr", "x__units", "x__act", "lr__units", "lr__act", "units__act"]
+EVERY_PLOT = {"evolution", *(f"pair_{p}" for p in PAIRS), "parallel", "timeline", "curves", "importance", "slices"}
+
+
+def _search(directory: Path, body: str, ranks: int | None = 3, timeout: float = 240) -> Path:
+    write_experiment(directory, reporting(body), REPORTING_OBJECTIVE)
+    out = hpo(["run", "experiment.toml", "-q"], directory, ranks=ranks, timeout=timeout)
+    assert out.returncode == 0, out.output
+    return directory / "results.h5"
+
+
+@pytest.fixture(scope="module")
+def random_file(tmp_path_factory) -> Path:
+    """Explicit, grid and random trials over 3 ranks: failures (an exception, a NaN) among them."""
+    return _search(tmp_path_factory.mktemp("random"), experiment(trials=20))
+
+
+@pytest.fixture(scope="module")
+def bayes_file(tmp_path_factory) -> Path:
+    return _search(tmp_path_factory.mktemp("bayes"), bayes_experiment(trials=12))
+
+
+@pytest.fixture(scope="module")
+def one_file(tmp_path_factory) -> Path:
+    body = header() + '\n[[phase]]\nstrategy = "explicit"\npoints = [ { x = 1.5, lr = 1e-3, units = 16, act = "tanh" } ]\n'
+    return _search(tmp_path_factory.mktemp("one"), body, ranks=None)
+
+
+@pytest.fixture(scope="module")
+def many_file(tmp_path_factory) -> Path:
+    return _search(tmp_path_factory.mktemp("many"), experiment(trials=2000, extra_phases=False), timeout=400)
+
+
+FILES = {"random": "random_file", "bayes": "bayes_file", "one": "one_file", "many": "many_file"}
+
+
+@functools.cache
+def _report(results: Path, *args: str) -> tuple[Path, list[Path]]:
+    """Run ``report`` (once per file and arguments; tests share what it wrote, read-only)."""
+    out_dir = results.parent / ("report" + "".join(a.strip("-") for a in args)[:20])
+    out = hpo(["report", str(results), "-o", str(out_dir), *args], results.parent, timeout=180)
+    assert out.returncode == 0, out.output
+    listed = [Path(line) for line in out.stdout.splitlines()]
+    assert listed[-1] == out_dir / "report.html" and listed[-1].is_file()
+    return listed[-1], listed[:-1]
+
+
+def assert_real_image(path: Path) -> None:
+    """A PNG a person can read: a real size, many colours, not a blank canvas."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width >= 500 and image.height >= 250, (path.name, image.size)
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colours = len(np.unique(pixels[:: max(1, len(pixels) // 200_000)], axis=0))
+    inked = float(np.mean(np.any(pixels < 235, axis=1)))
+    assert colours >= 40, (path.name, colours)
+    assert inked >= 0.03, (path.name, inked)
+
+
+@pytest.mark.parametrize("which", list(FILES))
+def test_report_draws_every_plot_that_applies(which, request):
+    results = request.getfixturevalue(FILES[which])
+    html, pngs = _report(results)
+    expected = EVERY_PLOT - ({"importance"} if which == "one" else set())  # one trial cannot rank parameters
+    assert {p.stem for p in pngs} == expected
+    for png in pngs:
+        assert_real_image(png)
+    page = html.read_text()
+    assert page.count("<img src='data:image/png;base64,") == len(pngs)
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+@pytest.mark.parametrize("which", ["random", "many"])
+def test_html_report_shows_every_image_in_chromium_without_errors(which, request, tmp_path):
+    results = request.getfixturevalue(FILES[which])
+    html, pngs = _report(results)
+    page = open_page(html, tmp_path / "chromium")
+    assert page.title == "e2e: hpc_hpo report"
+    assert len(page.images) == len(pngs)
+    for image in page.images:
+        assert image["complete"] and image["width"] >= 500 and image["height"] >= 250, image
+    assert [m for m in page.console if m["level"] in ("SEVERE", "WARNING")] == []
+    best = best_row(read_results(results))
+    assert f"best\ttrial {best['trial_id']}:" in page.text
+    for title in ("Summary", "Best parameters", "Best 10 trials", "Parameter importance", "Result evolution",
+                  "Worker timeline", "Parameter combinations", "Learning curves"):
+        assert title in page.text
+
+
+def test_the_page_states_what_the_file_holds(random_file):
+    html, _ = _report(random_file)
+    page = html.read_text()
+    rows = read_results(random_file).records()
+    done = [r for r in rows if r["status"] == "done"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed and done
+    assert f"{len(rows)} of {len(rows)} finished; done {len(done)}, failed {len(failed)}" in page
+    assert "<span class='state'>finished</span>" in page
+    best = min(done, key=lambda r: r["value"])
+    assert f"trial {best['trial_id']}: <b>{best['value']:.6g}</b>" in page
+    first_row = re.search(r"<h2 id='top'>.*?</tr><tr>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<td class='num'>(.*?)</td>", first_row)[:2] == [str(best["trial_id"]), f"{best['value']:.6g}"]
+    assert "ValueError: x too large" in page and "returned nan" in page  # the failures, by their errors
+    assert f"x = {best['param_x']!r}" in page  # the paste-ready TOML of `hpc_hpo best`
+
+
+def test_one_trial_says_what_it_left_out(one_file):
+    out = hpo(["report", str(one_file)], one_file.parent)
+    assert out.returncode == 0, out.output
+    assert "# left out: parameter importance: needs at least 5 successful trials (has 1)" in out.stderr
+    assert (one_file.parent / "results-report" / "report.html").is_file()  # the default directory
+
+
+def test_pairs_option_draws_only_the_pairs_named(random_file):
+    _, pngs = _report(random_file, "--pairs", "lr:units", "act:x", "--no-contour")
+    assert sorted(p.stem for p in pngs if p.stem.startswith("pair_")) == ["pair_act__x", "pair_lr__units"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["missing.h5"], "hpc_hpo: error: missing.h5: no such results file"),
+    (["results.h5", "--pairs", "x:depth"],
+     "hpc_hpo: error: --pairs: 'depth' is not a searched parameter of results.h5 (its parameters: x, lr, units, act) "
+     "(got 'x:depth')"),
+    (["results.h5", "--pairs", "x"], "hpc_hpo: error: --pairs: a pair is two parameter names joined by ':', e.g. "
+                                     "lr:units (got 'x')"),
+    (["results.h5", "--pairs", "x:x"], "hpc_hpo: error: --pairs: a pair needs two different parameters (got 'x:x')"),
+])
+def test_bad_report_arguments_give_one_line_and_exit_2(random_file, args, message):
+    out = hpo(["report", *args], random_file.parent)
+    assert out.returncode == 2 and out.stderr.strip() == message and out.stdout == ""
+
+
+def test_report_without_matplotlib_says_how_to_get_it(random_file):
+    script = "import sys; sys.modules['matplotlib'] = None\nfrom hpc_hpo.cli import main\nsys.exit(main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", script, "report", str(random_file)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("hpc_hpo: error: report: needs matplotlib (pip install 'hpc_hpo[plots]', or pip "
+                                  "install matplotlib); status, export and best need nothing")
+
+
+def test_report_of_a_search_still_running(tmp_path):
+    write_experiment(tmp_path, reporting(experiment(trials=40, sleep=0.4, extra_phases=False)), REPORTING_OBJECTIVE)
+    proc = subprocess.Popen(mpirun_command(3, ["run", "experiment.toml", "-q"]), cwd=tmp_path, env=base_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (tmp_path / "results.h5").exists() and read_results(tmp_path / "results.h5").finished_rows >= 3:
+                break
+            time.sleep(0.2)
+        out = hpo(["report", "results.h5"], tmp_path, timeout=120)
+        assert out.returncode == 0, out.output
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    page = (tmp_path / "results-report" / "report.html").read_text()
+    assert "running (or killed): the report shows the file as it was at" in page
+    finished = int(re.search(r"(\d+) of 40 finished", page).group(1))
+    assert 3 <= finished < 40
+    for png in (tmp_path / "results-report").glob("*.png"):
+        assert_real_image(png)
+
+
+# --- what the figures show (drawn in this process from the same files) -----------------------------------------
+
+
+def _table(path: Path):
+    from hpc_hpo.report.data import trial_table
+
+    return trial_table(read_results(path))
+
+
+def test_evolution_plots_values_only_for_successful_trials(random_file):
+    from hpc_hpo.report.evolution import evolution_figure
+
+    table = _table(random_file)
+    ax = evolution_figure(table).axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    counts = {s: int(np.sum(table.done & (table.strategy == s))) for s in ("explicit", "grid", "random")}
+    for strategy, n in counts.items():
+        assert f"{strategy} ({n})" in labels
+    failed = int(np.sum(table.unsuccessful))
+    assert f"failed ({failed})" in labels and "best so far" in labels
+    plotted_y = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections[:len(counts)]])
+    assert len(plotted_y) == sum(counts.values()) and np.all(np.isfinite(plotted_y))
+
+
+def test_pair_plot_marks_bayesian_points_best_point_and_axes(bayes_file):
+    from hpc_hpo.report.pairs import choose_pairs, pair_figure
+
+    table = _table(bayes_file)
+    (x_axis, y_axis), = choose_pairs(table, [("lr", "act")])
+    ax = pair_figure(table, x_axis, y_axis).axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["relu", "tanh", "nan"]
+    bayes_done = int(np.sum(table.done & (table.strategy == "bayes")))
+    labels = ax.get_legend().get_texts()
+    assert f"Bayesian trial ({bayes_done})" in [t.get_text() for t in labels]
+    best = table.best_index()
+    ring = ax.collections[-1].get_offsets()[0]
+    assert ring[0] == pytest.approx(table.params["lr"][best])
+    assert abs(ring[1] - ["relu", "tanh", "nan"].index(table.params["act"][best])) < 0.2  # jittered on its row
+    assert str(table.trial_id[best]) in [t.get_text() for t in ax.texts]  # the best point is labelled first
+
+
+def test_parallel_coordinates_follow_the_space(random_file):
+    from hpc_hpo.report.parallel import parallel_figure
+
+    table = _table(random_file)
+    ax = parallel_figure(table).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "lr (log)", "units (log)", "act", "value"]
+    texts = {t.get_text() for t in ax.texts}
+    assert {"1e-05", "0.1", "16", "512", "relu", "tanh", "nan", "failed"} <= texts
+    best = [line for line in ax.lines if line.get_linewidth() == 3]
+    assert len(best) == 1 and best[0].get_label() == f"best: trial {table.trial_id[table.best_index()]}"
+
+
+def test_timeline_has_a_lane_per_worker_and_the_bayesian_steps(bayes_file):
+    from hpc_hpo.report.timeline import timeline_figure
+
+    table = _table(bayes_file)
+    ax = timeline_figure(table).axes[0]
+    lanes = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(lanes) == 2 and lanes[0].startswith("r1 ") and lanes[1].startswith("r2 ") and lanes[0].endswith("cpu")
+    assert "choosing a Bayesian point" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert re.fullmatch(r"\d+%", ax.texts[0].get_text())
+
+
+def test_learning_curves_and_importance(random_file):
+    from hpc_hpo.report.curves import curves_figure
+    from hpc_hpo.report.importance import importances
+
+    table = _table(random_file)
+    titles = [ax.get_title() for ax in curves_figure(table).axes if ax.get_title()]
+    assert titles == [f"loss ({len(table)} trials)", f"val_loss ({len(table)} trials)"]  # failed ones reported too
+    ranking = importances(table)
+    assert [r.name for r in ranking][0] == "x"  # the value is (x - 1)^2 plus terms a hundred times smaller
+    assert sum(r.mean for r in ranking) == pytest.approx(1.0)
