@@ -31,7 +31,8 @@ examples:
   python -m hpc_hpo status results.h5                  # also while the search runs
   python -m hpc_hpo export results.h5 -o results.csv
   python -m hpc_hpo best results.h5 --format json
-  python -m hpc_hpo report results.h5 -o report/          # PNG plots and report/report.html
+  python -m hpc_hpo report results.h5 -o report/      # PNG plots and report/report.html, also while it runs
+  python -m hpc_hpo export results.h5 --format tensorboard -o tb/ && tensorboard --logdir tb/
   python -m hpc_hpo jobscript experiment.toml --scheduler slurm --nodes 2 --gpus-per-node 4 -o job.sbatch
 """
 

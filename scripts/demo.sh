@@ -9,3 +9,4 @@ source scripts/env.sh
 # --oversubscribe: 9 ranks may be more than this machine has cores.
 .venv/bin/mpirun -n 9 --oversubscribe .venv/bin/python -m hpc_hpo run --overwrite "$@"
 .venv/bin/python -m hpc_hpo status digits_mlp.h5
+.venv/bin/python -m hpc_hpo report digits_mlp.h5   # plots and digits_mlp-report/report.html
