@@ -491,7 +491,10 @@ def read_results(path: str | Path) -> Results:
             names = [n.decode() for n in file["metric_names"][:]]
             stored = np.full((len(finished), len(names)), np.nan)
             block = file["metrics"][: len(finished), :]
-            stored[: block.shape[0], : block.shape[1]] = block
+            # Each dataset is read at its own moment while the master writes: /metrics may already have a
+            # column (or rows) that /metric_names or /trials do not show yet. Keep what both show.
+            rows, columns = min(block.shape[0], len(finished)), min(block.shape[1], len(names))
+            stored[:rows, :columns] = block[:rows, :columns]
             # Rows a killed or failed write added but never filled (status "") are not trials.
             written = finished["status"] != b""
             finished, stored = finished[written], stored[written]

@@ -115,6 +115,29 @@ def test_a_trial_seen_both_running_and_finished_counts_once(tmp_path):
     assert [r["status"] for r in read_results(path).records()] == ["done"]
 
 
+def test_a_reader_that_sees_metric_columns_before_their_names_or_rows_still_reads(tmp_path):
+    """A reader reads each dataset at its own moment while the master writes: /metrics may be ahead of
+    /metric_names and /trials (seen once by a status poll mid-run). What both show is read; nothing fails."""
+    path = tmp_path / "r.h5"
+    writer = create(path)
+    writer.append(record(0, metrics={"acc": 0.75, "loss": 2.0}))
+    writer.append(record(1, metrics={"acc": 0.5, "loss": 1.0}))
+    writer.close(exit_code=0, trials=2, loop_seconds=1.0, master_cpu_seconds=0.0)
+    with h5py.File(path, "r+") as f:  # the moment before the names and the second row were visible
+        f["metric_names"].resize((1,))
+        f["trials"].resize((1,))
+    results = read_results(path)
+    rows = results.records()
+    assert results.metric_names == ["acc"] and [r["trial_id"] for r in rows] == [0]
+    assert rows[0]["metric_acc"] == 0.75 and "metric_loss" not in rows[0]
+    with h5py.File(path, "r+") as f:  # names ahead of the metrics: the missing column reads as NaN
+        f["metric_names"].resize((2,))
+        f["metric_names"][:] = [b"acc", b"loss"]
+        f["metrics"].resize((1, 1))
+    rows = read_results(path).records()
+    assert rows[0]["metric_acc"] == 0.75 and math.isnan(rows[0]["metric_loss"])
+
+
 def test_long_errors_keep_head_and_tail():
     text = "RuntimeError: bad (rank 2 on n1)\n" + "\n".join(f"  frame {i}" for i in range(2000)) + "\nlast line"
     data = fit_bytes(text, ERROR_BYTES)
