@@ -83,6 +83,21 @@ def write_experiment(directory: Path, body: str, objective: str | None = None, n
     return path
 
 
+def assert_real_image(path: Path) -> None:
+    """A PNG a person can read: a real size, many colours, not a blank canvas."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width >= 500 and image.height >= 250, (path.name, image.size)
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colours = len(np.unique(pixels[:: max(1, len(pixels) // 200_000)], axis=0))
+    inked = float(np.mean(np.any(pixels < 235, axis=1)))
+    assert colours >= 40, (path.name, colours)
+    assert inked >= 0.03, (path.name, inked)
+
+
 @pytest.fixture(autouse=True)
 def _restore_environment():
     """A worker set up inside the test process binds itself through os.environ (threads, GPUs):

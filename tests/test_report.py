@@ -20,7 +20,7 @@ import pytest
 from hpc_hpo.store import best_row, read_results
 
 from browser import open_page
-from conftest import base_env, hpo, mpirun_command, write_experiment
+from conftest import assert_real_image, base_env, hpo, mpirun_command, write_experiment
 from experiments import REPORTING_OBJECTIVE, bayes_experiment, experiment, header, reporting
 
 PAIRS = ["x__lr", "x__units", "x__act", "lr__units", "lr__act", "units__act"]
@@ -68,20 +68,6 @@ def _report(results: Path, *args: str) -> tuple[Path, list[Path]]:
     listed = [Path(line) for line in out.stdout.splitlines()]
     assert listed[-1] == out_dir / "report.html" and listed[-1].is_file()
     return listed[-1], listed[:-1]
-
-
-def assert_real_image(path: Path) -> None:
-    """A PNG a person can read: a real size, many colours, not a blank canvas."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        assert image.width >= 500 and image.height >= 250, (path.name, image.size)
-        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
-    colours = len(np.unique(pixels[:: max(1, len(pixels) // 200_000)], axis=0))
-    inked = float(np.mean(np.any(pixels < 235, axis=1)))
-    assert colours >= 40, (path.name, colours)
-    assert inked >= 0.03, (path.name, inked)
 
 
 @pytest.mark.parametrize("which", list(FILES))

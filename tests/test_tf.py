@@ -16,7 +16,7 @@ import pytest
 
 from hpc_hpo.store import read_results
 
-from conftest import REPO, hpo, mpirun_command, run_command, write_experiment
+from conftest import REPO, assert_real_image, hpo, mpirun_command, run_command, write_experiment
 
 if importlib.util.find_spec("tensorflow") is None:  # without importing it into the test process
     if os.environ.get("HPC_HPO_TEST_TF") == "1":  # scripts/test.sh: TensorFlow must be there, never skip
@@ -67,6 +67,15 @@ def test_digits_mlp_trains_under_mpirun_with_two_workers(tmp_path):
         assert mine["epoch"].tolist() == [0, 1, 2, 3]
         assert np.isclose(mine["value"].max(), row["value"])
     assert "best trial" in out.stderr
+    # The report draws those Keras curves, over a numeric categorical (batch_size) among the axes.
+    report = hpo(["report", "digits.h5"], tmp_path, timeout=120)
+    assert report.returncode == 0, report.output
+    assert_real_image(tmp_path / "digits-report" / "curves.png")
+    from hpc_hpo.report.curves import curves_figure
+    from hpc_hpo.report.data import trial_table
+
+    titles = {ax.get_title() for ax in curves_figure(trial_table(results)).axes}
+    assert {"val_accuracy (6 trials)", "loss (6 trials)"} <= titles
 
 
 WATCHED = """
