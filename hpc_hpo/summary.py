@@ -87,12 +87,15 @@ def _workers(records: list[dict], results: Results, now: float) -> list[str]:
     start, end = window
     busy: dict[tuple[int, str], list[float]] = {}
     for r in records:
-        if not math.isfinite(r["t_start"]) or r["t_start"] < start:
+        running = r["status"] == "running"
+        # A running trial's start comes with its result: until then it has been busy since it was handed out.
+        began = r["t_submit"] if running else r["t_start"]
+        if not math.isfinite(began) or began < start:
             continue
-        stop = r["t_end"] if r["status"] != "running" and math.isfinite(r["t_end"]) else now
+        stop = r["t_end"] if not running and math.isfinite(r["t_end"]) else now
         entry = busy.setdefault((r["rank"], r["host"]), [0, 0.0])
         entry[0] += 1
-        entry[1] += max(0.0, min(stop, end) - r["t_start"])
+        entry[1] += max(0.0, min(stop, end) - began)
     if not busy:
         return []
     lines = ["workers     rank  host                  trials  busy"]

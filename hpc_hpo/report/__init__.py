@@ -125,6 +125,8 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
     if has_slices(table):
         add("slices", "Value against each parameter", "slices", slices_figure(table),
             "A panel per parameter; colour: trial id (dark early, bright late); red crosses: failed trials.")
+    else:
+        report.notes.append("value against each parameter: no trial has succeeded yet")
     write_html(report, results, table, ranking, now)
     return report
 

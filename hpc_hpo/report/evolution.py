@@ -48,6 +48,7 @@ def evolution_figure(table: TrialTable) -> Figure:
     if n:
         ax.set_xlim(table.trial_id.min() - 0.5 - 0.02 * n, table.trial_id.max() + 0.5 + 0.02 * n)
     if not done.any():
+        ax.set_yticks([])
         ax.text(0.5, 0.5, "no successful trial yet", transform=ax.transAxes, ha="center", va="center",
                 fontsize=12, color="#555555")
     ax.set_title(f"{table.name}: value of each trial ({done.sum()} done of {n})")

@@ -65,4 +65,4 @@ def slices_figure(table: TrialTable) -> Figure:
 
 
 def has_slices(table: TrialTable) -> bool:
-    return bool(table.axes) and bool(np.any(table.done | table.unsuccessful))
+    return bool(table.axes) and bool(np.any(table.done))
