@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .common import BEST_COLOUR, direction_word, figure, value_axis_scale, value_scale
 from .data import TrialTable
@@ -70,6 +71,7 @@ def curves_figure(table: TrialTable) -> Figure:
         value_axis_scale(ax, rows_of["value"])
         ax.set_title(f"{name} ({len(ids)} trials)", fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for j in range(len(names), rows * columns):
         panels[j // columns][j % columns].set_axis_off()

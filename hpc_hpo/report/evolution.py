@@ -38,9 +38,13 @@ def evolution_figure(table: TrialTable) -> Figure:
     if index is not None:
         ax.scatter([table.trial_id[index]], [table.value[index]], s=size * 6, facecolors="none",
                    edgecolors=BEST_COLOUR, linewidths=2, zorder=5)
+        # Point the label into the plot: the best value lies at its bottom (minimising) or top edge.
+        right = n > 1 and table.trial_id[index] > np.median(table.trial_id)
         ax.annotate(f"best: trial {table.trial_id[index]}\n{table.value[index]:.4g}",
-                    (table.trial_id[index], table.value[index]), xytext=(12, 12), textcoords="offset points",
-                    fontsize=9, color=BEST_COLOUR, arrowprops={"arrowstyle": "-", "color": BEST_COLOUR})
+                    (table.trial_id[index], table.value[index]), xytext=(-14 if right else 14, 14 if table.minimize else -14),
+                    textcoords="offset points", ha="right" if right else "left",
+                    va="bottom" if table.minimize else "top", fontsize=9, color=BEST_COLOUR,
+                    arrowprops={"arrowstyle": "-", "color": BEST_COLOUR})
     value_axis_scale(ax, table.value[done])
     ax.set_xlabel("trial")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
