@@ -252,3 +252,23 @@ def test_learning_curves_and_importance(random_file):
     ranking = importances(table)
     assert [r.name for r in ranking][0] == "x"  # the value is (x - 1)^2 plus terms a hundred times smaller
     assert sum(r.mean for r in ranking) == pytest.approx(1.0)
+
+
+def test_one_diverged_trial_does_not_wash_out_the_colours_of_the_good_ones(random_file):
+    import dataclasses
+
+    from hpc_hpo.report.common import value_scale
+
+    table = _table(random_file)
+    done = np.flatnonzero(table.done)
+    values = np.full(len(table), np.nan)
+    values[done] = np.linspace(0.10, 0.19, len(done))
+    values[done[-1]] = 5.0  # a diverged run among good ones
+    table = dataclasses.replace(table, value=values)
+    _, norm = value_scale(table)
+    assert norm(0.10) == pytest.approx(0, abs=1e-9) and norm(values[done[-2]]) > 0.8 and norm(5.0) > 1  # end colour
+    _, plain = value_scale(table, robust=False)
+    assert plain(values[done[-2]]) < 0.05  # without it, every good trial has nearly the same colour
+    values[done[-1]] = 0.20  # no outlier: the scale is the whole range
+    _, norm = value_scale(dataclasses.replace(table, value=values))
+    assert (norm.vmin, norm.vmax) == (0.10, 0.20)

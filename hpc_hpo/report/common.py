@@ -24,6 +24,8 @@ BEST_COLOUR = "#e41a1c"
 DPI = 110
 #: Values that are all positive and span more than this factor get a log scale (colours and axes).
 LOG_SPAN = 100.0
+#: From this many successful trials on, the colour scale may leave out the worst tenth (see value_scale).
+ROBUST_FROM = 10
 
 
 def figure(width: float = 8.0, height: float = 5.0) -> Figure:
@@ -35,18 +37,41 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def value_scale(table: TrialTable, values: np.ndarray | None = None):
-    """(cmap, norm) for colouring by value, the better values bright; log when positive over ``LOG_SPAN``."""
+def value_scale(table: TrialTable, values: np.ndarray | None = None, robust: bool = True):
+    """(cmap, norm) for colouring by value, the better values bright; log when positive over ``LOG_SPAN``.
+
+    ``robust``: when the worst tenth of the trials stretches the scale over more than half its
+    range (a diverged run among good ones), the colours end at that tenth, so that the good
+    trials are told apart; worse values take the end colour.
+    """
     values = table.value[table.done] if values is None else values[np.isfinite(values)]
     cmap = VALUE_CMAP if not table.minimize else f"{VALUE_CMAP}_r"
     if not len(values):
         return cmap, Normalize(0, 1)
-    low, high = float(np.min(values)), float(np.max(values))
-    if wants_log(values):
-        return cmap, LogNorm(low, high)
+    log = wants_log(values)
+    scaled = np.log(values) if log else values
+    low, high = float(np.min(scaled)), float(np.max(scaled))
+    if robust and len(scaled) >= ROBUST_FROM:
+        worst = float(np.quantile(scaled, 0.9 if table.minimize else 0.1))
+        if table.minimize and worst - low < 0.5 * (high - low):
+            high = worst
+        elif not table.minimize and high - worst < 0.5 * (high - low):
+            low = worst
+    if log:
+        return cmap, LogNorm(float(np.exp(low)), float(np.exp(high)))
     if high == low:
         low, high = low - 0.5, high + 0.5
     return cmap, Normalize(low, high)
+
+
+def value_colorbar(fig, mappable, ax, table: TrialTable, **kw) -> None:
+    """The colour bar of the value, with an arrow at the end where worse values were left out of the scale."""
+    values = table.value[table.done]
+    norm = mappable.norm
+    clipped_low = len(values) and float(np.min(values)) < norm.vmin
+    clipped_high = len(values) and float(np.max(values)) > norm.vmax
+    extend = "both" if clipped_low and clipped_high else "min" if clipped_low else "max" if clipped_high else "neither"
+    fig.colorbar(mappable, ax=ax, extend=extend, **kw)
 
 
 def wants_log(values: np.ndarray) -> bool:

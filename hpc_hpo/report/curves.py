@@ -14,7 +14,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .common import BEST_COLOUR, direction_word, figure, value_axis_scale, value_scale
+from .common import BEST_COLOUR, direction_word, figure, value_axis_scale, value_colorbar, value_scale
 from .data import TrialTable
 
 #: Most metrics drawn, the most often reported first.
@@ -76,6 +76,6 @@ def curves_figure(table: TrialTable) -> Figure:
     for j in range(len(names), rows * columns):
         panels[j // columns][j % columns].set_axis_off()
     if mappable is not None:
-        fig.colorbar(mappable, ax=panels, label=f"trial's value ({direction_word(table)})", shrink=0.8)
+        value_colorbar(fig, mappable, panels, table, label=f"trial's value ({direction_word(table)})", shrink=0.8)
     fig.suptitle("learning curves (grey dashed: failed or still running)")
     return fig

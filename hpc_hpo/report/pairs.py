@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..errors import ConfigError
-from .common import BEST_COLOUR, better_last, direction_word, figure, jitter, marker_size, param_axis, value_scale
+from .common import BEST_COLOUR, better_last, direction_word, figure, jitter, marker_size, param_axis, value_colorbar, value_scale
 from .data import Axis, TrialTable
 
 #: Most trial ids written beside points (the best ones first).
@@ -146,7 +146,7 @@ def pair_figure(table: TrialTable, ax_x: Axis, ax_y: Axis, contour: bool = True)
     param_axis(ax, ax_y, "y")
     _label_points(ax, table, x, y, known)
     if scatter is not None:
-        fig.colorbar(scatter, ax=ax, label=f"value ({direction_word(table)})")
+        value_colorbar(fig, scatter, ax, table, label=f"value ({direction_word(table)})")
     title = f"{ax_y.name} against {ax_x.name}"
     if contour and not drew_contour and not (ax_x.categorical or ax_y.categorical):
         title += " (too few points for a contour)"

@@ -15,7 +15,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from .common import BEST_COLOUR, direction_word, figure, log_ticks, shorten, value_scale
+from .common import BEST_COLOUR, direction_word, figure, log_ticks, shorten, value_colorbar, value_scale
 from .data import Axis, TrialTable
 
 FAILED_POSITION = -0.08  # where failed trials end on the value axis, below its range
@@ -49,7 +49,8 @@ def parallel_figure(table: TrialTable) -> Figure:
     known = table.has_point()
     cmap, norm = value_scale(table)
     columns = [table.unit(axis) for axis in axes]
-    value_unit, value_ticks = _value_unit(np.where(table.done, table.value, np.nan), norm)
+    # The value axis spans every value; only the colours may leave out the worst tenth.
+    value_unit, value_ticks = _value_unit(np.where(table.done, table.value, np.nan), value_scale(table, robust=False)[1])
     value_unit = np.where(table.unsuccessful, FAILED_POSITION, value_unit)
     xs = np.arange(len(axes) + 1, dtype=float)
     lines = np.stack(columns + [value_unit], axis=1) if len(table) else np.zeros((0, len(xs)))
@@ -71,7 +72,7 @@ def parallel_figure(table: TrialTable) -> Figure:
                                   linewidths=width, alpha=alpha, zorder=2)
         segments.set_array(table.value[order])
         ax.add_collection(segments)
-        fig.colorbar(segments, ax=ax, label=f"value ({direction_word(table)})", pad=0.01)
+        value_colorbar(fig, segments, ax, table, label=f"value ({direction_word(table)})", pad=0.01)
     best = table.best_index()
     if best is not None and known[best]:
         ax.plot(xs, lines[best], color=BEST_COLOUR, linewidth=3, zorder=4, label=f"best: trial {table.trial_id[best]}")
