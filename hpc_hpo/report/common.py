@@ -21,11 +21,27 @@ from .data import Axis, TrialTable
 VALUE_CMAP = "viridis"
 FAILED_COLOUR = "#d62728"
 BEST_COLOUR = "#e41a1c"
+
+#: Markers and colours of the strategies, shared by every plot that tells them apart.
+STRATEGY_STYLE: dict[str, tuple[str, str]] = {
+    "explicit": ("D", "#8c564b"),
+    "grid": ("s", "#1f77b4"),
+    "random": ("o", "#2ca02c"),
+    "sobol": ("^", "#17becf"),
+    "bayes": ("*", "#d62728"),
+}
+STATUS_COLOURS = {"done": "#4c9a2a", "failed": "#d62728", "timeout": "#ff7f0e", "running": "#1f77b4"}
+
+
 DPI = 110
 #: Values that are all positive and span more than this factor get a log scale (colours and axes).
 LOG_SPAN = 100.0
 #: From this many successful trials on, the colour scale may leave out the worst tenth (see value_scale).
 ROBUST_FROM = 10
+
+
+def strategy_style(strategy: str) -> tuple[str, str]:
+    return STRATEGY_STYLE.get(strategy, ("o", "#7f7f7f"))
 
 
 def figure(width: float = 8.0, height: float = 5.0) -> Figure:

@@ -18,20 +18,6 @@ import numpy as np
 from ..records import DONE, RUNNING
 from ..store import Results, param_column
 
-#: Markers and colours of the strategies, shared by every plot that tells them apart.
-STRATEGY_STYLE: dict[str, tuple[str, str]] = {
-    "explicit": ("D", "#8c564b"),
-    "grid": ("s", "#1f77b4"),
-    "random": ("o", "#2ca02c"),
-    "sobol": ("^", "#17becf"),
-    "bayes": ("*", "#d62728"),
-}
-STATUS_COLOURS = {"done": "#4c9a2a", "failed": "#d62728", "timeout": "#ff7f0e", "running": "#1f77b4"}
-
-
-def strategy_style(strategy: str) -> tuple[str, str]:
-    return STRATEGY_STYLE.get(strategy, ("o", "#7f7f7f"))
-
 
 @dataclass(frozen=True)
 class Axis:

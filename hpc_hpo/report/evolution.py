@@ -6,8 +6,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .common import BEST_COLOUR, direction_word, failed_rug, figure, marker_size, value_axis_scale
-from .data import TrialTable, strategy_style
+from .common import BEST_COLOUR, direction_word, failed_rug, figure, marker_size, strategy_style, value_axis_scale
+from .data import TrialTable
 
 
 def evolution_figure(table: TrialTable) -> Figure:

@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .common import figure, label_stride
-from .data import STATUS_COLOURS, TrialTable
+from .common import STATUS_COLOURS, figure, label_stride
+from .data import TrialTable
 
 SUGGEST_COLOUR = "#4b0082"
 
