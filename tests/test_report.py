@@ -272,3 +272,20 @@ def test_one_diverged_trial_does_not_wash_out_the_colours_of_the_good_ones(rando
     values[done[-1]] = 0.20  # no outlier: the scale is the whole range
     _, norm = value_scale(dataclasses.replace(table, value=values))
     assert (norm.vmin, norm.vmax) == (0.10, 0.20)
+
+
+def test_timeline_marks_a_resumed_job_and_does_not_count_the_time_between_jobs_as_idle(tmp_path):
+    from hpc_hpo.report.timeline import timeline_figure
+
+    write_experiment(tmp_path, experiment(trials=4, sleep=0.3, extra_phases=False), REPORTING_OBJECTIVE)
+    assert hpo(["run", "experiment.toml", "-q"], tmp_path).returncode == 0
+    time.sleep(3)  # the queue's wait before the next job
+    assert hpo(["run", "experiment.toml", "-q", "--resume", "--trials", "8"], tmp_path).returncode == 0
+    table = _table(tmp_path / "results.h5")
+    ax = timeline_figure(table).axes[0]
+    assert " run 1" in [t.get_text() for t in ax.texts]
+    busy = next(int(t.get_text().rstrip("%")) for t in ax.texts if t.get_text().endswith("%"))
+    in_trials = float(np.nansum(table.t_end - table.t_start))
+    whole_span = float(np.nanmax(table.t_end) - np.nanmin(table.t_start))
+    assert in_trials / whole_span < 0.6  # the three seconds between the jobs are most of the span ...
+    assert busy >= 75  # ... but not the worker's idle time

@@ -2,7 +2,8 @@
 
 White space in a lane is a worker waiting; the dark segment just before a Bayesian trial is
 the time its worker spent choosing the point (``suggest_seconds``). Each lane ends with the
-share of the time it spent in trials. Dashed lines mark where resumed runs (jobs) began.
+share of the jobs' time it spent in trials (time between resumed jobs does not count).
+Dashed lines mark where resumed runs (jobs) began.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ def _unit(span: float) -> tuple[float, str]:
     if span > 3 * 60:
         return 60.0, "min"
     return 1.0, "s"
+
+
+def _job_seconds(table: TrialTable, origin: float, finish: float, now: float) -> float:
+    """Seconds within [origin, finish] during which a job ran: the time between resumed jobs is nobody's idle time."""
+    total = 0.0
+    for run in table.runs:
+        start = float(run["t_start"])
+        stop = float(run["t_end"]) if math.isfinite(float(run["t_end"])) else now
+        if math.isfinite(start):
+            total += max(0.0, min(stop, finish) - max(start, origin))
+    return total
 
 
 def timeline_figure(table: TrialTable, now: float | None = None) -> Figure:
@@ -69,9 +81,10 @@ def timeline_figure(table: TrialTable, now: float | None = None) -> Figure:
                     for b, s in zip(begin[sel], table.suggest_seconds[sel], strict=True)]
             ax.broken_barh(bars, (row - height / 2, height), facecolors=SUGGEST_COLOUR, edgecolors="none")
     span = max(finish - origin, 1e-9)
+    job_time = _job_seconds(table, origin, finish, now) or span
     for lane, row in rows.items():
         sel = started & (table.rank == lane[0]) & (table.host == lane[1])
-        busy = float(np.sum(np.minimum(end[sel], finish) - begin[sel])) / span
+        busy = min(1.0, float(np.sum(np.minimum(end[sel], finish) - begin[sel])) / job_time)
         ax.text(1.005, row, f"{100 * busy:.0f}%", transform=ax.get_yaxis_transform(), va="center", fontsize=7.5)
     for run in table.runs[1:]:  # where a resumed job took over: the first run starts the axis anyway
         t0 = float(run["t_start"])
