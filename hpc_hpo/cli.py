@@ -134,13 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write PNG plots and report.html (every plot embedded, a summary, the best parameters, the best "
                     "trials, failures) into DIR: result evolution, two-parameter plots with an interpolated contour, "
                     "parallel coordinates, worker timeline, learning curves (when trials reported epochs), "
-                    "parameter importance and the value against each parameter. Needs matplotlib.")
+                    "parameter importance and the value against each parameter. Works while the search runs; --watch "
+                    "keeps it up to date. Needs matplotlib.")
     report.add_argument("results", help="results file (.h5)")
     report.add_argument("-o", "--output", metavar="DIR", help="directory for the report (default: <results>-report)")
     report.add_argument("--pairs", nargs="+", metavar="A:B",
                         help="the two-parameter plots to draw, e.g. --pairs lr:units lr:dropout (default: every pair)")
     report.add_argument("--no-contour", action="store_true",
                         help="no interpolated value contour in the two-parameter plots")
+    report.add_argument("--watch", type=_positive_seconds, nargs="?", const=30.0, metavar="SECONDS",
+                        help="a live report: write it again every SECONDS (default 30) until the search ends (or "
+                             "Ctrl-C); meanwhile the page reloads itself as often")
 
     best = commands.add_parser("best", help="print the best trial's parameters as TOML or JSON, ready to paste",
                                description="The parameters of the best finished trial (also while the search runs).")
@@ -327,9 +331,26 @@ def _export_parquet(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    import time
+
     from .report import make_report
 
-    report = make_report(args.results, args.output, pairs=args.pairs, contour=not args.no_contour)
+    while True:
+        started = time.monotonic()
+        try:
+            report = make_report(args.results, args.output, pairs=args.pairs, contour=not args.no_contour,
+                                 refresh=args.watch)
+            if not args.watch:
+                break
+            if not report.running:
+                print(f"report: the search has ended ({report.finished} trials); {report.html} is final",
+                      file=sys.stderr)
+                break
+            print(f"report: {report.html} at {time.strftime('%H:%M:%S')}, {report.finished} trials finished",
+                  file=sys.stderr, flush=True)
+            time.sleep(max(0.0, args.watch - (time.monotonic() - started)))
+        except KeyboardInterrupt:  # --watch ends with Ctrl-C; every file it wrote is whole (written, then renamed)
+            return EXIT_OK
     for plot in report.plots:
         print(plot.path)
     for note in report.notes:

@@ -289,3 +289,38 @@ def test_timeline_marks_a_resumed_job_and_does_not_count_the_time_between_jobs_a
     whole_span = float(np.nanmax(table.t_end) - np.nanmin(table.t_start))
     assert in_trials / whole_span < 0.6  # the three seconds between the jobs are most of the span ...
     assert busy >= 75  # ... but not the worker's idle time
+
+
+def test_report_watch_follows_a_running_search_and_ends_with_it(tmp_path):
+    write_experiment(tmp_path, reporting(experiment(trials=60, sleep=0.5, extra_phases=False)), REPORTING_OBJECTIVE)
+    search = subprocess.Popen(mpirun_command(3, ["run", "experiment.toml", "-q"]), cwd=tmp_path, env=base_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    watch = None
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "results.h5").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        watch = subprocess.Popen([sys.executable, "-m", "hpc_hpo", "report", "results.h5", "--watch", "1"], cwd=tmp_path,
+                                 env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+        page = tmp_path / "results-report" / "report.html"
+        live = None
+        while time.monotonic() < deadline and search.poll() is None:
+            if page.exists() and 'http-equiv="refresh" content="1"' in (text := page.read_text()):
+                live = text
+            time.sleep(0.3)
+        out, err = watch.communicate(timeout=120)  # it ends by itself once the search has ended
+        search.communicate(timeout=60)
+    finally:
+        for proc in (search, watch):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert search.returncode == 0 and watch.returncode == 0, err
+    assert live is not None and "running (or killed)" in live and "this page reloads every 1 s" in live, err
+    updates = [line for line in err.splitlines() if line.startswith("report: ") and "trials finished" in line]
+    assert len(updates) >= 2, err
+    assert err.splitlines()[-1] == "report: the search has ended (60 trials); results-report/report.html is final"
+    final = page.read_text()
+    assert "<span class='state'>finished</span>" in final and "http-equiv" not in final
+    assert out.splitlines()[-1] == "results-report/report.html"
+    assert not list((tmp_path / "results-report").glob(".*.writing"))  # every file was renamed into place

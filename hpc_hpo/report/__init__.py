@@ -33,6 +33,8 @@ class Report:
     html: Path
     plots: list[Plot] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # figures left out, and why
+    running: bool = False  # the search was still running when the file was read
+    finished: int = 0  # trials finished by then
 
 
 def _require_matplotlib() -> None:
@@ -63,8 +65,11 @@ def _file_name(*names: str) -> str:
 
 
 def make_report(results_path: str | Path, directory: str | Path | None = None, pairs: list[str] | None = None,
-                contour: bool = True, now: float | None = None) -> Report:
-    """Write every figure that applies to ``results_path`` into ``directory`` (default ``<results>-report``)."""
+                contour: bool = True, now: float | None = None, refresh: float | None = None) -> Report:
+    """Write every figure that applies to ``results_path`` into ``directory`` (default ``<results>-report``).
+
+    ``refresh``: seconds after which the page reloads itself while the search still runs (``--watch``).
+    """
     _require_matplotlib()
     from .common import save
     from .curves import curves_figure, has_curves
@@ -127,7 +132,9 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
             "A panel per parameter; colour: trial id (dark early, bright late); red crosses: failed trials.")
     else:
         report.notes.append("value against each parameter: no trial has succeeded yet")
-    write_html(report, results, table, ranking, now)
+    write_html(report, results, table, ranking, now, refresh if table.running_now else None)
+    report.running = table.running_now
+    report.finished = sum(n for status, n in table.counts.items() if status != "running")
     return report
 
 

@@ -49,7 +49,10 @@ def figure(width: float = 8.0, height: float = 5.0) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
+    """Write the PNG under a temporary name, then rename it: a browser or viewer never sees half a file."""
+    temporary = path.with_name(f".{path.name}.writing")
+    fig.savefig(temporary, dpi=DPI, format="png")
+    temporary.replace(path)
     return path
 
 

@@ -153,7 +153,9 @@ def _importance(ranking: list[Importance]) -> str:
     return f"<table><tr><th>parameter</th><th>importance</th><th>std over trees</th></tr>{rows}</table>"
 
 
-def write_html(report: Report, results: Results, table: TrialTable, ranking: list[Importance], now: float) -> None:
+def write_html(report: Report, results: Results, table: TrialTable, ranking: list[Importance], now: float,
+               refresh: float | None = None) -> None:
+    """Write ``report.html``; with ``refresh`` (seconds) the page reloads itself that often (``report --watch``)."""
     figures = []
     for plot in report.plots:
         data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
@@ -167,13 +169,16 @@ def write_html(report: Report, results: Results, table: TrialTable, ranking: lis
             seen.add(plot.key)
             title = "Two-parameter plots" if plot.key == "pair" else plot.title
             links.append(f"<a href='#{_e(plot.path.stem)}'>{_e(title)}</a>")
+    reload = f'<meta http-equiv="refresh" content="{max(1, round(refresh))}">' if refresh else ""
+    reload_note = (f" &middot; <b>this page reloads every {max(1, round(refresh))} s while "
+                   f"<code>report --watch</code> follows the search</b>") if refresh else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(table.name)}: hpc_hpo report</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
+<meta name="viewport" content="width=device-width, initial-scale=1">{reload}<style>{STYLE}</style></head>
 <body>
 <h1>{_e(table.name)}</h1>
 <p class="meta">{_e(results.path)} &middot; objective <code>{_e(results.attrs.get("objective", "?"))}</code>
-&middot; report by hpc_hpo {_e(__version__)} at {_e(_clock(now))}</p>
+&middot; report by hpc_hpo {_e(__version__)} at {_e(_clock(now))}{reload_note}</p>
 <nav>{''.join(links)}</nav>
 <h2 id="summary">Summary</h2><table>{_rows(_summary(results, table, now))}</table>
 <h2 id="best">Best parameters</h2>{_best_params(results, table)}
@@ -185,4 +190,6 @@ def write_html(report: Report, results: Results, table: TrialTable, ranking: lis
 {f"<h2>Left out</h2><ul>{notes}</ul>" if notes else ""}
 </body></html>
 """
-    report.html.write_text(page, encoding="utf-8")
+    temporary = report.html.with_name(f".{report.html.name}.writing")
+    temporary.write_text(page, encoding="utf-8")
+    temporary.replace(report.html)  # a reloading browser never reads half a page
