@@ -262,19 +262,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    import math
     import time
 
     from .store import read_results
-    from .summary import status_text
+    from .summary import MAYBE_RUNNING, RUNNING_NOW, run_state, status_text
 
     while True:
         results = read_results(args.results)
         if args.watch and sys.stdout.isatty():
             sys.stdout.write("\033[H\033[J")  # clear the terminal: a live view, not a scroll
         print(status_text(results), flush=True)
-        running = len(results.runs) and not math.isfinite(results.runs[-1]["t_end"])
-        if not args.watch or not running:
+        if not args.watch or run_state(results) not in (RUNNING_NOW, MAYBE_RUNNING):
             return EXIT_OK
         try:
             time.sleep(args.watch)

@@ -12,6 +12,7 @@ host and pid decide: a dead process on this host is stale; one on another host i
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
@@ -120,3 +121,31 @@ class ResultsLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class _Flock(ctypes.Structure):
+    """Linux's ``struct flock``, for asking who holds a lock without taking it (F_GETLK)."""
+
+    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short), ("l_start", ctypes.c_long),
+                ("l_len", ctypes.c_long), ("l_pid", ctypes.c_int)]
+
+
+def writer_state(results: str | Path) -> str:
+    """Whether a job is writing ``results`` now, asked of its lock without taking it (readers never disturb a job):
+
+    ``"running"``: a process holds the lock; ``"gone"``: the lock file is there but nobody holds it (the job that
+    wrote it was killed: a job that ends cleanly removes it); ``"unknown"``: no lock file (a copy of the file,
+    say) or a file system without locks.
+    """
+    try:
+        fd = os.open(lock_path(results), os.O_RDONLY)
+    except OSError:
+        return "unknown"
+    try:
+        probe = _Flock(l_type=fcntl.F_WRLCK, l_whence=os.SEEK_SET, l_start=0, l_len=0)
+        answer = _Flock.from_buffer_copy(fcntl.fcntl(fd, fcntl.F_GETLK, bytes(probe)))
+    except OSError:
+        return "unknown"
+    finally:
+        os.close(fd)
+    return "gone" if answer.l_type == fcntl.F_UNLCK else "running"

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from datetime import datetime
 
+from .lockfile import writer_state
 from .records import STATUSES, describe_params, format_duration
 from .store import Results, best_row, params_of
 
@@ -40,18 +41,38 @@ def status_text(results: Results, now: float | None = None) -> str:
             lines.append(f"            {r['trial_id']:<8d} {r['rank']:<5d} {r['host'][:20]:<21s} "
                          f"{r.get('gpus', '')[:8] or '-':<9s} {age}")
     lines += _workers(records, results, now)
-    for run in results.runs:
+    last = run_state(results)
+    for i, run in enumerate(results.runs):
         end = run["t_end"]
         code = int(run["exit_code"])
-        if code == -9:
+        if code == -9 or (i == len(results.runs) - 1 and last == KILLED):
             state = "killed (it did not close the file; recovered by the next --resume)"
         elif not math.isfinite(end):
-            state = "running, or killed"
+            state = "running" if i == len(results.runs) - 1 and last == RUNNING_NOW else "running, or killed"
         else:
             state = f"ended {_clock(end)}, exit code {code}" + (" (stopped early, resumable)" if code == 3 else "")
         lines.append(f"run {run['run']:<7d} started {_clock(run['t_start'])}, {run['world_size']} ranks "
                      f"({run['workers']} workers), {state}")
     return "\n".join(lines)
+
+
+#: What :func:`run_state` says of a search's last run.
+RUNNING_NOW, MAYBE_RUNNING, KILLED, ENDED, NOT_STARTED = "running", "running or killed", "killed", "ended", "none"
+
+
+def run_state(results: Results) -> str:
+    """Whether the last run (job) of this file still runs: its /runs row is open and a process holds the file's
+    lock (``running``), the row is open and nobody holds the lock (``killed``: a job that ends closes both), or
+    the row is open and there is no lock to ask (``running or killed``: a copy of the file, a file system
+    without locks); ``ended`` once the row is closed, ``none`` before the first run."""
+    if not len(results.runs):
+        return NOT_STARTED
+    last = results.runs[-1]
+    if int(last["exit_code"]) == -9:
+        return KILLED
+    if math.isfinite(float(last["t_end"])):
+        return ENDED
+    return {"running": RUNNING_NOW, "gone": KILLED}.get(writer_state(results.path), MAYBE_RUNNING)
 
 
 def _current_run(results: Results, now: float) -> tuple[float, float] | None:
@@ -74,7 +95,7 @@ def _pace(records: list[dict], results: Results, remaining: int, now: float) -> 
         return []
     rate = len(finished) / (end - start)
     text = f"pace        {rate * 3600:.0f} trials/h in the last run"
-    if remaining > 0 and not math.isfinite(results.runs[-1]["t_end"]):  # still running
+    if remaining > 0 and run_state(results) in (RUNNING_NOW, MAYBE_RUNNING):
         text += f"; about {format_duration(remaining / rate)} left"
     return [text]
 

@@ -170,7 +170,7 @@ def test_report_of_a_search_still_running(tmp_path):
             proc.kill()
     assert proc.returncode == 0, output
     page = (tmp_path / "results-report" / "report.html").read_text()
-    assert "running (or killed): the report shows the file as it was at" in page
+    assert "<span class='state'>running: the report shows the file as it was at" in page
     finished = int(re.search(r"(\d+) of 40 finished", page).group(1))
     assert 3 <= finished < 40
     for png in (tmp_path / "results-report").glob("*.png"):
@@ -316,7 +316,7 @@ def test_report_watch_follows_a_running_search_and_ends_with_it(tmp_path):
             if proc is not None and proc.poll() is None:
                 proc.kill()
     assert search.returncode == 0 and watch.returncode == 0, err
-    assert live is not None and "running (or killed)" in live and "this page reloads every 1 s" in live, err
+    assert live is not None and "running: the report shows" in live and "this page reloads every 1 s" in live, err
     updates = [line for line in err.splitlines() if line.startswith("report: ") and "trials finished" in line]
     assert len(updates) >= 2, err
     assert err.splitlines()[-1] == "report: the search has ended (60 trials); results-report/report.html is final"

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..records import DONE, RUNNING
 from ..store import Results, param_column
+from ..summary import MAYBE_RUNNING, RUNNING_NOW, run_state
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class TrialTable:
     name: str
     minimize: bool
     budget: int
-    running_now: bool  # the last run has not closed the file: the search may still be going
+    run_state: str  # of the last run, as hpc_hpo.summary.run_state says: running, killed, ended, ...
     trial_id: np.ndarray
     status: np.ndarray
     value: np.ndarray
@@ -67,6 +68,11 @@ class TrialTable:
     epochs: np.ndarray
     runs: np.ndarray
     counts: Counter = field(default_factory=Counter)
+
+    @property
+    def running_now(self) -> bool:
+        """The search was still going when the file was read (or nothing tells that it was not)."""
+        return self.run_state in (RUNNING_NOW, MAYBE_RUNNING)
 
     def __len__(self) -> int:
         return len(self.trial_id)
@@ -139,11 +145,6 @@ def _axes(space: dict[str, dict[str, Any]]) -> tuple[list[Axis], dict[str, Any]]
     return axes, fixed
 
 
-def _running_now(results: Results) -> bool:
-    runs = results.runs
-    return bool(len(runs)) and not math.isfinite(float(runs[-1]["t_end"])) and int(runs[-1]["exit_code"]) == -1
-
-
 def trial_table(results: Results) -> TrialTable:
     """Column arrays of every trial in ``results``, sorted by trial id."""
     records = results.records()
@@ -176,7 +177,7 @@ def trial_table(results: Results) -> TrialTable:
     status = column("status", object)
     return TrialTable(
         path=str(results.path), name=str(results.attrs.get("name", results.path.stem)), minimize=results.minimize,
-        budget=int(results.attrs.get("budget", 0)), running_now=_running_now(results),
+        budget=int(results.attrs.get("budget", 0)), run_state=run_state(results),
         trial_id=column("trial_id", np.int64),
         status=status,
         value=floats("value"),

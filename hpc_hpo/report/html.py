@@ -19,6 +19,7 @@ from .._version import __version__
 from ..export import best_text
 from ..records import STATUSES, format_duration
 from ..store import Results
+from ..summary import KILLED, MAYBE_RUNNING, RUNNING_NOW
 
 if TYPE_CHECKING:
     from . import Report
@@ -58,12 +59,14 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
 def _state(results: Results, table: TrialTable, now: float) -> str:
     if not len(results.runs):
         return "not started"
-    last = results.runs[-1]
-    code = int(last["exit_code"])
-    if table.running_now:
-        return f"running (or killed): the report shows the file as it was at {_clock(now)}"
-    if code == -9:
-        return "its last run was killed; the next --resume recovers the file and goes on"
+    code = int(results.runs[-1]["exit_code"])
+    if table.run_state == RUNNING_NOW:
+        return f"running: the report shows the file as it was at {_clock(now)}"
+    if table.run_state == MAYBE_RUNNING:
+        return (f"running, or killed (no lock file tells which): the report shows the file as it was at "
+                f"{_clock(now)}")
+    if table.run_state == KILLED:
+        return "its last job was killed without closing the file; the next --resume recovers the file and goes on"
     if code == 3:
         return "stopped early (time limit or signal); run again with --resume to go on"
     if code == 0:
