@@ -137,6 +137,8 @@ def test_pairs_option_draws_only_the_pairs_named(random_file):
     (["results.h5", "--pairs", "x"], "hpc_hpo: error: --pairs: a pair is two parameter names joined by ':', e.g. "
                                      "lr:units (got 'x')"),
     (["results.h5", "--pairs", "x:x"], "hpc_hpo: error: --pairs: a pair needs two different parameters (got 'x:x')"),
+    (["results.h5", "-o", "experiment.toml"],
+     "hpc_hpo: error: -o: the report is a directory, and this is a file (got 'experiment.toml')"),
 ])
 def test_bad_report_arguments_give_one_line_and_exit_2(random_file, args, message):
     out = hpo(["report", *args], random_file.parent)

@@ -87,6 +87,8 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
     table = trial_table(results)
     chosen = choose_pairs(table, parse_pairs(pairs))
     out = Path(directory) if directory else Path(str(Path(results_path).with_suffix("")) + "-report")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o: the report is a directory, and this is a file (got '{out}')")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
