@@ -31,6 +31,11 @@ from .protocol import Result
 from .records import DONE, FAILED, RUNNING, TrialRecord
 from .strategies import STRATEGIES, Strategy
 
+#: Near a deadline, the next trial is expected to take the longest of the recent ones times
+#: (1 + DURATION_SLACK), plus DURATION_SLACK_SECONDS.
+DURATION_SLACK = 0.1
+DURATION_SLACK_SECONDS = 1.0
+
 # --- events: what happened ---------------------------------------------------------------
 
 
@@ -191,7 +196,7 @@ class Scheduler:
 
     def handle(self, event, now: float) -> list:
         if type(event) is TrialFinished:
-            instructions = self._on_result(event.rank, event.result)
+            instructions = self._on_result(event.rank, event.result, now)
             self._idle.append(event.rank)  # behind the workers that have waited longer
         elif type(event) is TrialStarted:
             instructions = self._on_started(event)
@@ -267,7 +272,7 @@ class Scheduler:
         self._queue_repeats(trial)
         return [ShowRunning(trial)]
 
-    def _on_result(self, rank: int, result: Result) -> list:
+    def _on_result(self, rank: int, result: Result, now: float) -> list:
         trial = self.running.pop(rank, None)
         if trial is None or trial.trial_id != result.trial_id or trial.params is None:
             raise RuntimeError(f"rank {rank} returned trial {result.trial_id}, but it was running {trial!r}")
@@ -276,8 +281,8 @@ class Scheduler:
         record = trial._replace(status=status, t_start=result.t_start, t_end=result.t_end, value=value,
                                 metrics=result.metrics, error=result.error, memory_mb=result.memory_mb)
         self.history.append((trial.params, value))
-        if result.t_end >= result.t_start:
-            self._durations.append(result.t_end - result.t_start)
+        if now >= trial.t_submit:  # on the master's clock, from hand-out to result: the step and the messages too
+            self._durations.append(now - trial.t_submit)
         self._count(record)
         phase = self.phases[trial.phase - 1]
         if not phase.strategy.suggests_on_worker:
@@ -305,8 +310,12 @@ class Scheduler:
         return tuple(self._reruns)
 
     def expected_duration(self) -> float:
-        """How long the next trial is expected to run: the longest of the last 20 (0 before any)."""
-        return max(self._durations, default=0.0)
+        """How long the next trial is expected to take, hand-out to result: the longest of the last
+        20, plus a tenth and a second for jitter (0 before any). Cutting a trial off loses all of it;
+        this slack loses a little of the job's end."""
+        if not self._durations:
+            return 0.0
+        return max(self._durations) * (1 + DURATION_SLACK) + DURATION_SLACK_SECONDS
 
     def _check_time(self, now: float) -> None:
         """Stop handing out trials once the next one would not end before the deadline."""

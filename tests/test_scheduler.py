@@ -314,3 +314,19 @@ def test_a_free_worker_waits_for_repeats_of_a_point_still_being_chosen():
     assert d.pending[2].trial.repeat == 1  # the repeat went to the waiting worker
     d.run_all()
     assert d.s.finished and len(d.records) == 4
+
+
+def test_near_the_deadline_a_trial_is_handed_out_only_if_it_will_end_in_time():
+    # Workers report 0.5 s of work, but each trial takes 2 s from hand-out to result on the
+    # master's clock (messages, a slow node): the deadline is judged by those 2 s, plus slack.
+    config = make_config([{"strategy": "random", "trials": 50}])
+    d = Driver(Scheduler.from_config(config, deadline=1010.0), workers=(1,))
+    while d.pending:
+        ins = d.pending.pop(1)
+        d.now += 2.0
+        result = Result(ins.trial.trial_id, 0.0, {}, "", d.now - 0.5, d.now)
+        d.apply(d.s.handle(TrialFinished(1, result), d.now))
+    assert d.s.expected_duration() == pytest.approx(2.0 * 1.1 + 1.0)
+    assert d.s.out_of_time and d.stops == {1: 3}
+    # Results at 1002, 1004, 1006: each next one would end by 1006 + 3.2 < 1010. At 1008, 1008 + 3.2 > 1010.
+    assert len(d.records) == 4 and max(r.t_end for r in d.records) == 1008.0
