@@ -47,6 +47,15 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _progress_every(text: str):
+    from .progress import Every
+
+    try:
+        return Every.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _duration(text: str) -> float:
     from .walltime import parse_duration
 
@@ -95,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "before the limit less the margin; at that point the job stops and exits 3 (resumable)")
     run.add_argument("--time-margin", type=_duration, default=60.0, metavar="DURATION",
                      help="time kept free before the job's end for closing the file and resubmitting (default: 60 s)")
-    run.add_argument("--progress-every", type=_positive_seconds, default=10.0, metavar="SECONDS",
-                     help="seconds between progress lines of the master (default: 10)")
+    run.add_argument("--progress-every", type=_progress_every, default="10", metavar="SECONDS|Nt",
+                     help="a progress line every SECONDS (default: 10), or after every N finished trials with Nt "
+                          "(25t; at most one line every 2 s)")
     run.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
-                     help="a progress bar (bar), or a summary line every --progress-every seconds (lines); "
+                     help="a progress bar (bar), or a summary line at each --progress-every (lines); "
                           "default auto: the bar when stderr is a terminal")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="more log output: -v logs every trial, -vv also the workers' debug lines")

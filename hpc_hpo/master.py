@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 from .comm import Backoff, Comm
 from .config import Config, apply_overrides, load_config, to_toml, with_seed
 from .devices import Binding, Place, assign, describe, local_place
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_RESUMABLE, EXIT_USAGE, ConfigError, HpoError, ResultsWriteError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RESUMABLE, EXIT_USAGE, ConfigError, HpoError, ResultsWriteError
 from .executor import TrialAbandoned
 from .lockfile import ResultsLock
-from .progress import ProgressReporter
+from .progress import Every, ProgressReporter
 from .protocol import Bye, Epoch, Hello, Interrupted, Result, Setup, Stop, Suggested, Task
 from .records import format_duration
 from .resume import Previous, inspect, open_for_resume
@@ -68,7 +68,7 @@ class RunOptions:
     force: bool = False
     time_limit: float | None = None
     time_margin: float = 60.0
-    progress_every: float = 10.0
+    progress_every: Every = Every()  # seconds or trials between progress lines
     progress: str = "auto"  # "bar" on a terminal, "lines" in a batch log, "auto": bar if stderr is a terminal
     flush_interval: float = 0.1
 
@@ -364,7 +364,8 @@ class MasterLoop:
                             scheduler.expected_duration()))
         if scheduler.error:
             fail(scheduler.error)
-        log.info("%s: %s", "stopped" if exit_code == EXIT_RESUMABLE else "finished", self.reporter.line(0))
+        ended = {EXIT_OK: "finished", EXIT_RESUMABLE: "stopped"}.get(exit_code, "gave up")
+        log.info("%s: %s", ended, self.reporter.line(0, time_left=False))
         if p.best_trial is not None:
             log.info("best trial %d: %.6g", p.best_trial, p.best_value)
         log.info("results in %s", self.config.results_path)

@@ -168,7 +168,8 @@ def test_check_validates_and_prints_the_resolved_experiment(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["run", "--bogus"], "hpc_hpo: error: unrecognized arguments: --bogus"),
     (["run", "--trials", "many"], "hpc_hpo: error: argument --trials: invalid int value: 'many'"),
-    (["run", "--progress-every", "0"], "hpc_hpo: error: argument --progress-every: must be > 0 (got '0')"),
+    (["run", "--progress-every", "0"], "hpc_hpo: error: argument --progress-every: must be seconds (10, 10s) or a "
+                                         "whole number of finished trials (25t), > 0 (got '0')"),
     (["launch"], "hpc_hpo: error: argument COMMAND: invalid choice: 'launch'"),
     (["run", "missing.toml"], "hpc_hpo: error: missing.toml: no such experiment file"),
     (["status", "missing.h5"], "hpc_hpo: error: missing.h5: no such results file"),
