@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", help="results file (.h5)")
     report.add_argument("-o", "--output", metavar="DIR", help="directory for the report (default: <results>-report)")
     report.add_argument("--pairs", nargs="+", metavar="A:B",
-                        help="the two-parameter plots to draw, e.g. --pairs lr:units lr:dropout (default: every pair)")
+                        help="the two-parameter plots to draw, e.g. --pairs lr:units lr:dropout, or --pairs all "
+                             "(default: every pair of up to 6 parameters; with more, the pairs of the 6 most important)")
     report.add_argument("--no-contour", action="store_true",
                         help="no interpolated value contour in the two-parameter plots")
     report.add_argument("--watch", type=_positive_seconds, nargs="?", const=30.0, metavar="SECONDS",

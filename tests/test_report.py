@@ -129,7 +129,40 @@ def test_pairs_option_draws_only_the_pairs_named(random_file):
     assert sorted(p.stem for p in pngs if p.stem.startswith("pair_")) == ["pair_act__x", "pair_lr__units"]
 
 
+WIDE_OBJECTIVE = """
+def objective(params):
+    # p3 and p7 matter; the other six barely.
+    return (params["p3"] - 0.2) ** 2 + (params["p7"] - 0.7) ** 2 + 1e-3 * sum(params[f"p{i}"] for i in range(8))
+"""
+
+
+def test_with_many_parameters_the_pairs_are_those_of_the_most_important(tmp_path):
+    space = "\n".join(f"p{i} = {{ type = \"float\", low = 0.0, high = 1.0 }}" for i in range(8))
+    body = (f'[experiment]\nobjective = "objective.py:objective"\nresults = "results.h5"\nseed = 5\n[space]\n{space}\n'
+            '[[phase]]\nstrategy = "random"\ntrials = 60\n')
+    write_experiment(tmp_path, body, WIDE_OBJECTIVE)
+    assert hpo(["run", "experiment.toml", "-q"], tmp_path, ranks=3).returncode == 0
+    results, out_dir = tmp_path / "results.h5", tmp_path / "report"
+
+    every = hpo(["report", str(results), "-o", str(out_dir), "--pairs", "all", "--no-contour"], tmp_path, timeout=180)
+    assert every.returncode == 0, every.output
+    assert len(list(out_dir.glob("pair_*.png"))) == 28  # 8 parameters: every pair
+
+    default = hpo(["report", str(results), "-o", str(out_dir), "--no-contour"], tmp_path, timeout=180)
+    assert default.returncode == 0, default.output
+    pairs = sorted(p.stem for p in out_dir.glob("pair_*.png"))  # the 28 of the last report are gone but these
+    assert len(pairs) == 15 and "pair_p3__p7" in pairs  # 6 of 8 parameters, the two that matter among them
+    assert sorted(p.stem for p in map(Path, default.stdout.splitlines()) if p.stem.startswith("pair_")) == pairs
+    note = re.search(r"# left out: two-parameter plots: the pairs of the 6 most important of 8 parameters \((.*)\); "
+                     r"--pairs all draws every pair, --pairs A:B the ones named", default.stderr)
+    assert note and {"p3", "p7"} <= set(note[1].split(", ")), default.stderr
+    page = (out_dir / "report.html").read_text()
+    assert page.count("<img") == 15 + 5 and "the pairs of the 6 most important of 8 parameters" in page
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (["results.h5", "--pairs", "all", "x:lr"],
+     "hpc_hpo: error: --pairs: 'all' draws every pair and stands alone (got 'all x:lr')"),
     (["missing.h5"], "hpc_hpo: error: missing.h5: no such results file"),
     (["results.h5", "--pairs", "x:depth"],
      "hpc_hpo: error: --pairs: 'depth' is not a searched parameter of results.h5 (its parameters: x, lr, units, act) "
@@ -207,7 +240,7 @@ def test_pair_plot_marks_bayesian_points_best_point_and_axes(bayes_file):
     from hpc_hpo.report.pairs import choose_pairs, pair_figure
 
     table = _table(bayes_file)
-    (x_axis, y_axis), = choose_pairs(table, [("lr", "act")])
+    ((x_axis, y_axis),), _ = choose_pairs(table, [("lr", "act")])
     ax = pair_figure(table, x_axis, y_axis).axes[0]
     assert ax.get_xscale() == "log"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["relu", "tanh", "nan"]

@@ -47,12 +47,19 @@ def _require_matplotlib() -> None:
     matplotlib.use("Agg", force=True)
 
 
+#: ``--pairs all``: every pair, however many parameters.
+EVERY_PAIR = "all"
+
+
 def parse_pairs(texts: list[str] | None) -> list[tuple[str, str]] | None:
-    """``["lr:units", "x:lr"]`` (or comma-separated) as pairs of names."""
-    if not texts:
+    """``["lr:units", "x:lr"]`` (or comma-separated) as pairs of names; None for the default or ``all``."""
+    parts = [part.strip() for item in texts or [] for part in item.split(",") if part.strip()]
+    if parts == [EVERY_PAIR] or not parts:
         return None
+    if EVERY_PAIR in parts:
+        raise ConfigError(f"--pairs: '{EVERY_PAIR}' draws every pair and stands alone (got '{' '.join(texts)}')")
     pairs = []
-    for text in (part for item in texts for part in item.split(",") if part.strip()):
+    for text in parts:
         names = [name.strip() for name in text.split(":")]
         if len(names) != 2 or not all(names):
             raise ConfigError(f"--pairs: a pair is two parameter names joined by ':', e.g. lr:units (got '{text}')")
@@ -64,11 +71,21 @@ def _file_name(*names: str) -> str:
     return "__".join(re.sub(r"[^A-Za-z0-9_.-]", "_", n) for n in names)
 
 
+def _remove_stale_pairs(out: Path, keep: set[str]) -> None:
+    """Pair plots an earlier report wrote into ``out`` that this one does not (so the directory
+    shows what the page shows, also while --watch follows a changing ranking)."""
+    for path in out.glob("pair_*.png"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
 def make_report(results_path: str | Path, directory: str | Path | None = None, pairs: list[str] | None = None,
                 contour: bool = True, now: float | None = None, refresh: float | None = None) -> Report:
     """Write every figure that applies to ``results_path`` into ``directory`` (default ``<results>-report``).
 
-    ``refresh``: seconds after which the page reloads itself while the search still runs (``--watch``).
+    ``pairs``: the two-parameter plots, ``["lr:units", ...]`` or ``["all"]`` (default: every pair
+    of up to 6 parameters, else those of the 6 most important). ``refresh``: seconds after which
+    the page reloads itself while the search still runs (``--watch``).
     """
     _require_matplotlib()
     from .common import save
@@ -85,7 +102,10 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
     now = time.time() if now is None else now
     results = read_results(results_path)
     table = trial_table(results)
-    chosen = choose_pairs(table, parse_pairs(pairs))
+    named = parse_pairs(pairs)
+    ranking = importances(table)
+    chosen, pairs_note = choose_pairs(table, named, [imp.name for imp in ranking if imp.mean > 0],
+                                      every=named is None and bool(pairs))
     out = Path(directory) if directory else Path(str(Path(results_path).with_suffix("")) + "-report")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o: the report is a directory, and this is a file (got '{out}')")
@@ -103,6 +123,9 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
         "Value of each trial by trial id; marker and colour by strategy; the black line is the best so far; "
         "red crosses on the bottom edge are failed trials.")
     if len(table.axes) >= 2:
+        _remove_stale_pairs(out, {f"pair_{_file_name(x.name, y.name)}.png" for x, y in chosen})
+        if pairs_note:
+            report.notes.append(pairs_note)
         for ax_x, ax_y in chosen:
             add("pair", f"{ax_y.name} against {ax_x.name}", f"pair_{_file_name(ax_x.name, ax_y.name)}",
                 pair_figure(table, ax_x, ax_y, contour),
@@ -122,7 +145,6 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
             "What trials reported per epoch, a line per trial coloured by its final value; the best in red.")
     else:
         report.notes.append("learning curves: no trial reported per-epoch metrics (trial.report or the Keras callback)")
-    ranking = importances(table)
     if ranking:
         add("importance", "Parameter importance", "importance", importance_figure(table, ranking),
             "Importance of each parameter for the value: a random forest fitted to the successful trials.")

@@ -28,11 +28,29 @@ GRID = 100
 SMOOTH_FROM = 100
 
 
-def choose_pairs(table: TrialTable, names: list[tuple[str, str]] | None) -> list[tuple[Axis, Axis]]:
-    """Every pair of searched parameters, or the pairs named (``--pairs lr:units``), checked against the space."""
+#: With more searched parameters than this, the default pairs are those of the most important ones.
+MAX_PARAMETERS_PAIRED = 6
+
+
+def choose_pairs(table: TrialTable, names: list[tuple[str, str]] | None, ranked: list[str] | None = None,
+                 every: bool = False) -> tuple[list[tuple[Axis, Axis]], str]:
+    """The pairs to plot, and a note when some were left out.
+
+    ``names``: the pairs the user named (``--pairs lr:units``), checked against the space;
+    ``every``: every pair (``--pairs all``). By default every pair of up to MAX_PARAMETERS_PAIRED
+    parameters; with more (45 plots at 10), the pairs of the MAX_PARAMETERS_PAIRED most
+    important (``ranked``, most important first), or of the first ones before importance is known.
+    """
     by_name = {axis.name: axis for axis in table.axes}
     if not names:
-        return list(itertools.combinations(table.axes, 2))
+        if every or len(table.axes) <= MAX_PARAMETERS_PAIRED:
+            return list(itertools.combinations(table.axes, 2)), ""
+        order = [by_name[name] for name in ranked or [] if name in by_name] or list(table.axes)
+        kept = sorted(order[:MAX_PARAMETERS_PAIRED], key=table.axes.index)
+        which = "most important" if ranked else "first"
+        return list(itertools.combinations(kept, 2)), (
+            f"two-parameter plots: the pairs of the {len(kept)} {which} of {len(table.axes)} parameters "
+            f"({', '.join(axis.name for axis in kept)}); --pairs all draws every pair, --pairs A:B the ones named")
     pairs = []
     for a, b in names:
         for name in (a, b):
@@ -43,7 +61,7 @@ def choose_pairs(table: TrialTable, names: list[tuple[str, str]] | None) -> list
         if a == b:
             raise ConfigError(f"--pairs: a pair needs two different parameters (got '{a}:{b}')")
         pairs.append((by_name[a], by_name[b]))
-    return pairs
+    return pairs, ""
 
 
 def _contour(ax, table: TrialTable, ax_x: Axis, ax_y: Axis, cmap, norm) -> bool:
