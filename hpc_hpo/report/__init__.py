@@ -147,7 +147,8 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
         report.notes.append("learning curves: no trial reported per-epoch metrics (trial.report or the Keras callback)")
     if ranking:
         add("importance", "Parameter importance", "importance", importance_figure(table, ranking),
-            "Importance of each parameter for the value: a random forest fitted to the successful trials.")
+            "Share of the value's variance each parameter explains on its own (fANOVA over a random forest "
+            "fitted to the successful trials); grey: what they explain only together.")
     else:
         report.notes.append(f"parameter importance: needs at least {MIN_TRIALS} successful trials "
                             f"(has {int(table.done.sum())})")

@@ -20,6 +20,7 @@ from ..export import best_text
 from ..records import STATUSES, format_duration
 from ..store import Results
 from ..summary import KILLED, MAYBE_RUNNING, RUNNING_NOW
+from .importance import interaction_share
 
 if TYPE_CHECKING:
     from . import Report
@@ -153,7 +154,10 @@ def _importance(ranking: list[Importance]) -> str:
         return ""
     rows = "".join(f"<tr><td>{_e(r.name)}</td><td class='num'>{r.mean:.3f}</td><td class='num'>{r.std:.3f}</td></tr>"
                    for r in ranking)
-    return f"<table><tr><th>parameter</th><th>importance</th><th>std over trees</th></tr>{rows}</table>"
+    rows += f"<tr><td><i>together</i></td><td class='num'>{interaction_share(ranking):.3f}</td><td></td></tr>"
+    return ("<table><tr><th>parameter</th><th>share of the variance explained alone</th><th>std over trees</th></tr>"
+            f"{rows}</table><p>fANOVA over a random forest fitted to the successful trials; <i>together</i>: "
+            "what the parameters explain only in combination.</p>")
 
 
 def write_html(report: Report, results: Results, table: TrialTable, ranking: list[Importance], now: float,
