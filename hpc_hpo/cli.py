@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("results", help="results file (.h5)")
     status.add_argument("--watch", type=_positive_seconds, nargs="?", const=5.0, metavar="SECONDS",
                         help="show it again every SECONDS (default 5) until the run ends or Ctrl-C")
+    status.add_argument("--json", action="store_true",
+                        help="print it as one JSON object (with --watch, one line of JSON each time), for scripts")
 
     export = commands.add_parser(
         "export", help="write the trials of a results file as CSV, JSON, Parquet, or for TensorBoard's HParams",
@@ -273,23 +275,31 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import json
     import time
 
     from .store import read_results
-    from .summary import MAYBE_RUNNING, RUNNING_NOW, run_state, status_text
+    from .summary import MAYBE_RUNNING, RUNNING_NOW, run_state, status, status_text
 
     while True:
         results = read_results(args.results)
-        if args.watch and sys.stdout.isatty():
-            sys.stdout.write("\033[H\033[J")  # clear the terminal: a live view, not a scroll
-        print(status_text(results), flush=True)
-        if not args.watch or run_state(results) not in (RUNNING_NOW, MAYBE_RUNNING):
+        if args.json:
+            state = status(results)
+            print(json.dumps(state, indent=None if args.watch else 2, allow_nan=False), flush=True)
+            state = state["state"]
+        else:
+            if args.watch and sys.stdout.isatty():
+                sys.stdout.write("\033[H\033[J")  # clear the terminal: a live view, not a scroll
+            print(status_text(results), flush=True)
+            state = run_state(results)
+        if not args.watch or state not in (RUNNING_NOW, MAYBE_RUNNING):
             return EXIT_OK
         try:
             time.sleep(args.watch)
         except KeyboardInterrupt:
             return EXIT_OK
-        print(flush=True)
+        if not args.json:
+            print(flush=True)
 
 
 def _export(args: argparse.Namespace) -> int:

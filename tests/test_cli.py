@@ -59,7 +59,28 @@ def test_status_reports_counts_and_best(finished_run):
     assert workers and 0 < int(workers.group(1)) <= 100, out.stdout
 
 
-def test_status_watch_follows_a_running_search_and_stops_when_it_ends(tmp_path):
+def test_status_json_says_what_the_text_says(finished_run):
+    tmp_path, _ = finished_run
+    out = hpo(["status", "results.h5", "--json"], tmp_path)
+    assert out.returncode == 0, out.output
+    state = json.loads(out.stdout)
+    rows = read_results(tmp_path / "results.h5").records()
+    done = [r for r in rows if r["status"] == "done"]
+    best = min(done, key=lambda r: r["value"])
+    assert state["experiment"] == "e2e" and state["direction"] == "minimize" and state["state"] == "ended"
+    assert state["budget"] == state["finished"] == 46 and state["running"] == []
+    assert state["counts"] == {"done": len(done), "failed": len(rows) - len(done)}
+    assert state["best"]["trial_id"] == best["trial_id"] and state["best"]["value"] == best["value"]
+    assert state["best"]["params"] == {"x": best["param_x"], "lr": best["param_lr"], "units": best["param_units"],
+                                       "act": best["param_act"], "sleep": 0.0}
+    assert state["pace"]["trials_per_hour"] > 0 and state["pace"]["seconds_left"] is None  # it has ended
+    assert [(w["rank"], w["trials"]) for w in state["workers"]] == [(0, 46)] and 0 < state["workers"][0]["busy"] <= 1
+    (run,) = state["runs"]
+    assert run["state"] == "ended" and run["exit_code"] == 0 and run["ended"] >= run["started"] > 1.7e9
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_status_watch_follows_a_running_search_and_stops_when_it_ends(tmp_path, as_json):
     import subprocess
     import sys
 
@@ -72,11 +93,21 @@ def test_status_watch_follows_a_running_search_and_stops_when_it_ends(tmp_path):
         deadline = time.monotonic() + 60
         while not (tmp_path / "results.h5").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        watch = subprocess.run([sys.executable, "-m", "hpc_hpo", "status", "results.h5", "--watch", "0.5"],
+        watch = subprocess.run([sys.executable, "-m", "hpc_hpo", "status", "results.h5", "--watch", "0.5",
+                                *(["--json"] if as_json else [])],
                                cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=120)
     finally:
         proc.wait(timeout=120)
     assert watch.returncode == 0, watch.stderr
+    if as_json:  # one JSON object per line, the last one when the search has ended
+        states = [json.loads(line) for line in watch.stdout.splitlines()]
+        assert len(states) >= 3, watch.stdout
+        first, last = states[0], states[-1]
+        assert first["state"] == "running" and first["running"] and first["running"][0]["gpus"].startswith("cpu")
+        assert all(0 <= r["age_seconds"] < 60 for r in first["running"])
+        assert any(s["pace"] and s["pace"]["seconds_left"] for s in states[:-1])
+        assert last["state"] == "ended" and last["finished"] == 30 and last["runs"][-1]["exit_code"] == 0
+        return
     reports = watch.stdout.split("experiment  e2e")[1:]
     assert len(reports) >= 3, watch.stdout
     assert "running     trial    rank  host                  gpus      age" in reports[0]
