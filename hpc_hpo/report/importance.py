@@ -120,7 +120,8 @@ def importance_figure(table: TrialTable, result: list[Importance]) -> Figure:
     for y, (mean, std) in enumerate(zip(means, stds, strict=True)):
         ax.text(mean + std, y, f"  {mean:.2f}", va="center", ha="left", fontsize=8)
     ax.set_xlim(0, min(1.15, max(0.05, max(m + s for m, s in zip(means, stds, strict=True)) * 1.2)))
-    ax.set_xlabel("share of the value's variance explained alone (fANOVA over a random forest)")
+    target = "log(value)" if wants_log(table.value[table.done & table.has_point()]) else "the value"
+    ax.set_xlabel(f"share of the variance of {target} explained alone (fANOVA over a random forest)")
     ax.set_title(f"parameter importance from {int((table.done & table.has_point()).sum())} successful trials")
     ax.get_yticklabels()[0].set_color("#666666")
     ax.grid(axis="x", alpha=0.3)
