@@ -24,6 +24,7 @@ from .data import TrialTable
 #: Fewest successful trials with known parameters for which importances mean anything.
 MIN_TRIALS = 5
 TREES = 128
+MAX_SAMPLES_PER_TREE = 4000
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,11 @@ def importances(table: TrialTable, seed: int = 0) -> list[Importance]:
         y = np.log(y)
     if np.ptp(y) == 0:
         return [Importance(axis.name, 0.0, 0.0) for axis in table.axes]
-    forest = RandomForestRegressor(n_estimators=TREES, min_samples_leaf=2, random_state=seed, n_jobs=1).fit(features, y)
+    # Past MAX_SAMPLES_PER_TREE trials each tree learns from a bootstrap sample of that many: the shares
+    # barely move, and 20,000 trials take 2.6 s instead of 12.
+    per_tree = MAX_SAMPLES_PER_TREE if len(y) > MAX_SAMPLES_PER_TREE else None
+    forest = RandomForestRegressor(n_estimators=TREES, min_samples_leaf=2, max_samples=per_tree, random_state=seed,
+                                   n_jobs=1).fit(features, y)
     shares = np.array([first_order_shares(tree.tree_, len(table.axes)) for tree in forest.estimators_])
     result = [Importance(axis.name, float(shares[:, i].mean()), float(shares[:, i].std()))
               for i, axis in enumerate(table.axes)]
@@ -62,19 +67,22 @@ def _unit_measure(table: TrialTable, axis) -> np.ndarray:
 
 
 def leaf_boxes(tree, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The leaves of a fitted sklearn tree as boxes of [0, 1]^dims: (lower, upper, value)."""
+    """The leaves of a fitted sklearn tree as boxes of [0, 1]^dims: (lower, upper, value).
+
+    Level by level from the root, all nodes of a level at once: a child starts from its
+    parent's box and the parent's cut bounds one side (x <= cut goes left)."""
     lower = np.zeros((tree.node_count, dims))
     upper = np.ones((tree.node_count, dims))
     left, right, feature, threshold = tree.children_left, tree.children_right, tree.feature, tree.threshold
-    for node in range(tree.node_count):  # sklearn numbers a node's children after it
-        if left[node] < 0:
-            continue
-        f = feature[node]
-        cut = min(max(threshold[node], lower[node, f]), upper[node, f])
-        lower[left[node]], upper[left[node]] = lower[node], upper[node]
-        lower[right[node]], upper[right[node]] = lower[node], upper[node]
-        upper[left[node], f] = cut
-        lower[right[node], f] = cut
+    level = np.array([0])
+    while level.size:
+        level = level[left[level] >= 0]  # the split nodes of this level
+        f = feature[level]
+        cut = np.clip(threshold[level], lower[level, f], upper[level, f])
+        for children, bound in ((left[level], upper), (right[level], lower)):
+            lower[children], upper[children] = lower[level], upper[level]
+            bound[children, f] = cut
+        level = np.concatenate([left[level], right[level]])
     leaves = left < 0
     return lower[leaves], upper[leaves], tree.value[leaves, 0, 0]
 
