@@ -392,3 +392,20 @@ def test_report_watch_follows_a_running_search_and_ends_with_it(tmp_path):
     assert "<span class='state'>finished</span>" in final and "http-equiv" not in final
     assert out.splitlines()[-1] == "results-report/report.html"
     assert not list((tmp_path / "results-report").glob(".*.writing"))  # every file was renamed into place
+
+
+def test_the_default_pairs_fill_up_with_the_space_s_order_when_few_parameters_matter(tmp_path):
+    from hpc_hpo.report.pairs import choose_pairs
+
+    space = "\n".join(f"p{i} = {{ type = \"float\", low = 0.0, high = 1.0 }}" for i in range(8))
+    body = (f'[experiment]\nobjective = "objective.py:objective"\nresults = "results.h5"\nseed = 5\n[space]\n{space}\n'
+            '[[phase]]\nstrategy = "random"\ntrials = 6\n')
+    write_experiment(tmp_path, body, WIDE_OBJECTIVE)
+    assert hpo(["run", "experiment.toml", "-q"], tmp_path).returncode == 0
+    table = _table(tmp_path / "results.h5")
+    pairs, note = choose_pairs(table, None, ranked=["p7", "p3"])  # only two with a share above 0
+    kept = sorted({axis.name for pair in pairs for axis in pair})
+    assert len(pairs) == 15 and kept == ["p0", "p1", "p2", "p3", "p4", "p7"]
+    assert "the pairs of the 6 most important of 8 parameters (p0, p1, p2, p3, p4, p7)" in note
+    pairs, note = choose_pairs(table, None, ranked=[])  # too few trials to rank
+    assert len(pairs) == 15 and "the pairs of the first 6 of 8 parameters (p0, p1, p2, p3, p4, p5)" in note

@@ -39,17 +39,19 @@ def choose_pairs(table: TrialTable, names: list[tuple[str, str]] | None, ranked:
     ``names``: the pairs the user named (``--pairs lr:units``), checked against the space;
     ``every``: every pair (``--pairs all``). By default every pair of up to MAX_PARAMETERS_PAIRED
     parameters; with more (45 plots at 10), the pairs of the MAX_PARAMETERS_PAIRED most
-    important (``ranked``, most important first), or of the first ones before importance is known.
+    important (``ranked``, most important first; the others follow in the space's order), or of
+    the first ones before importance is known.
     """
     by_name = {axis.name: axis for axis in table.axes}
     if not names:
         if every or len(table.axes) <= MAX_PARAMETERS_PAIRED:
             return list(itertools.combinations(table.axes, 2)), ""
-        order = [by_name[name] for name in ranked or [] if name in by_name] or list(table.axes)
+        first = [by_name[name] for name in ranked or [] if name in by_name]  # then the others, in space order
+        order = first + [axis for axis in table.axes if axis not in first]
         kept = sorted(order[:MAX_PARAMETERS_PAIRED], key=table.axes.index)
-        which = "most important" if ranked else "first"
+        which = f"{len(kept)} most important" if first else f"first {len(kept)}"
         return list(itertools.combinations(kept, 2)), (
-            f"two-parameter plots: the pairs of the {len(kept)} {which} of {len(table.axes)} parameters "
+            f"two-parameter plots: the pairs of the {which} of {len(table.axes)} parameters "
             f"({', '.join(axis.name for axis in kept)}); --pairs all draws every pair, --pairs A:B the ones named")
     pairs = []
     for a, b in names:
