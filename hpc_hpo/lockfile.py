@@ -7,6 +7,12 @@ their lock managers) on the lock file for the whole run; the file also says who 
 killed loses its lock with its process, so the next job finds the file unlocked, says the
 lock was stale, and takes it over. Where the file system has no locks at all, the holder's
 host and pid decide: a dead process on this host is stale; one on another host is not.
+
+A job that ends cleanly removes the lock file before it drops the lock. A job that opened the
+old file meanwhile may then lock it, but it checks that the file it locked is still the one at
+the path (device and inode) and starts again if not: two jobs never both believe they hold it.
+POSIX locks belong to the process and go when it closes *any* descriptor of the file, so the
+master never opens the lock file except through :class:`ResultsLock`.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import ResultsWriteError, StoreError
 
 log = logging.getLogger(__name__)
+
+#: How often to try again when the lock file was replaced between opening and locking it.
+_REPLACED_TRIES = 1000
 
 
 def lock_path(results: str | Path) -> Path:
@@ -65,6 +74,31 @@ class ResultsLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`StoreError` naming the job that holds it."""
+        for _ in range(_REPLACED_TRIES):
+            fd = self._lock_one()
+            if fd is not None:
+                break
+        else:  # pragma: no cover - a lock file replaced a thousand times in a row
+            raise StoreError(f"{self.results}: cannot lock '{self.path}': it keeps being replaced")
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(), "since": time.time()}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: resumable, as in the middle of a run
+                raise ResultsWriteError(f"cannot write {self.path} ({exc.strerror})") from None
+            raise StoreError(f"{self.results}: cannot write the lock file '{self.path}' ({exc.strerror})") from None
+        self._fd = fd
+
+    def _lock_one(self) -> int | None:
+        """Lock the lock file as it is now: its descriptor, or None if it was replaced meanwhile (try again).
+
+        A holder removes the file when it releases the lock. Whoever opened the old file before that can
+        lock it afterwards; a lock on a file no longer at ``self.path`` guards nothing (a third job would
+        lock the new file), so it is dropped and taken again on the file that is there now.
+        """
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -86,18 +120,21 @@ class ResultsLock:
                 raise StoreError(f"{self.results}: in use by another run ({_describe(holder)}; this file system has no "
                                  f"locks, so hpc_hpo cannot tell whether it still runs); if it does not, delete "
                                  f"'{self.path}'") from None
+        if not self._still_there(fd):
+            os.close(fd)
+            return None
         if holder:
             log.warning("%s: taking over a stale lock (%s): that run ended without releasing it", self.results,
                         _describe(holder))
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(), "since": time.time()}
+        return fd
+
+    def _still_there(self, fd: int) -> bool:
+        """Whether ``fd`` is the file now at ``self.path`` (not one a releasing holder removed)."""
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(me).encode(), 0)
-            os.fsync(fd)
-        except OSError as exc:
-            os.close(fd)
-            raise StoreError(f"{self.results}: cannot write the lock file '{self.path}' ({exc.strerror})") from None
-        self._fd = fd
+            held, current = os.fstat(fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
 
     @staticmethod
     def _read(fd: int) -> dict:
@@ -107,6 +144,7 @@ class ResultsLock:
             return {}
 
     def release(self) -> None:
+        """Remove the lock file, then drop the lock (in that order: see :meth:`_lock_one`)."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
