@@ -14,7 +14,6 @@ from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 from hpc_hpo.gp.acquisition import acquisition, log_ei, log_pi, ucb
 from hpc_hpo.gp.model import JITTER, GaussianProcess, _log_prior, default_theta, negative_log_posterior
 
-
 #: Absolute rounding error allowed in one evaluation of a prediction or an acquisition (values of order 1):
 #: ten thousand machine epsilons, room for a Cholesky solve done by another BLAS kernel.
 ROUNDING = 1e4 * np.finfo(float).eps
