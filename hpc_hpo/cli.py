@@ -47,6 +47,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_off(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds (got {text!r})") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 turns it off) (got {text!r})")
+    return value
+
+
 def _progress_every(text: str):
     from .progress import Every
 
@@ -104,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "before the limit less the margin; at that point the job stops and exits 3 (resumable)")
     run.add_argument("--time-margin", type=_duration, default=60.0, metavar="DURATION",
                      help="time kept free before the job's end for closing the file and resubmitting (default: 60 s)")
+    run.add_argument("--startup-timeout", type=_seconds_or_off, metavar="SECONDS",
+                     help="seconds every rank may take to start and import the objective, and every trial process "
+                          "to start (overrides [workers] startup_timeout, default 600; 0: no limit). Past it at "
+                          "start-up the job ends with exit code 2 naming the late ranks; later, a worker whose trial "
+                          "process cannot start 3 times in a row is retired and the others go on")
     run.add_argument("--progress-every", type=_progress_every, default="10", metavar="SECONDS|Nt",
                      help="a progress line every SECONDS (default: 10), or after every N finished trials with Nt "
                           "(25t; at most one line every 2 s)")
@@ -227,6 +242,7 @@ def _usage_error(message: str, argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .comm import LocalComm, open_comm
+    from .devices import local_place
     from .logs import levels, setup_logging
     from .master import RunOptions, run_master
     from .worker import Worker, run_worker
@@ -234,17 +250,18 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(config_path=args.config, results=args.results, seed=args.seed, trials=args.trials,
                          overwrite=args.overwrite, resume=args.resume, force=args.force,
                          time_limit=args.time_limit, time_margin=args.time_margin,
-                         progress_every=args.progress_every, progress=args.progress)
+                         progress_every=args.progress_every, progress=args.progress,
+                         startup_timeout=args.startup_timeout)
     comm = open_comm()
     local_worker = None
     if isinstance(comm, LocalComm):  # one process: the master talks to an in-process worker
         local_worker = Worker(0, send=comm.reply)
         comm.handler = local_worker.handle
+        local_worker.join(local_place(0))
     master_level, worker_level = levels(-1 if args.quiet else args.verbose)
     setup_logging(comm.rank, master_level if comm.rank == 0 else worker_level)
     try:
-        places = comm.gather_places()  # collective: where each rank runs, and its node's GPUs
-        code = run_master(comm, options, places, local_worker) if comm.rank == 0 else run_worker(comm)
+        code = run_master(comm, options, local_worker) if comm.rank == 0 else run_worker(comm)
     except KeyboardInterrupt:
         log.warning("interrupted; the results file holds every trial finished so far")
         if comm.size > 1:

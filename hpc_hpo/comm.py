@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from .devices import Place, discover_gpus, local_place, usable_cpus
 from .protocol import Message, decode, encode
 
 #: Environment variables set by MPI launchers (mpirun/mpiexec of Open MPI, MPICH, Intel MPI,
@@ -70,30 +69,24 @@ class Comm:
 
     rank: int = 0
     size: int = 1
+    #: True when a message to the worker runs it at once, in this process (one process plays both roles).
+    in_process: bool = False
 
     @property
     def worker_ranks(self) -> list[int]:
         return list(range(1, self.size))
 
     def send(self, message: Message, dest: int) -> None:
+        """Send ``message``; may wait until ``dest`` receives it if it is large. Use for ranks that listen."""
         raise NotImplementedError
+
+    def post(self, message: Message, dest: int) -> None:
+        """Send ``message`` without ever waiting for ``dest`` (which may be hung): for start-up."""
+        self.send(message, dest)
 
     def poll(self) -> tuple[int, Message] | None:
         """(source, message) if one is waiting, else None; never blocks."""
         raise NotImplementedError
-
-    def wait(self, backoff: Backoff | None = None) -> tuple[int, Message]:
-        """The next message, polling with back-off."""
-        backoff = backoff or Backoff(spin=0.001, max_sleep=0.01)
-        while True:
-            received = self.poll()
-            if received is not None:
-                return received
-            backoff.wait()
-
-    def gather_places(self) -> list[Place] | None:
-        """Where every rank runs, gathered on the master (None on workers). Collective: every rank calls it."""
-        return [local_place(0)]
 
     def abort(self, code: int) -> None:
         """End every rank at once; used when the framework itself fails."""
@@ -110,6 +103,8 @@ class LocalComm(Comm):
     :meth:`reply`, and its answers queue up for the master's next ``poll``. The in-process
     worker counts as rank 0.
     """
+
+    in_process = True
 
     def __init__(self, finalize: Callable[[], None] | None = None):
         self.rank, self.size = 0, 1
@@ -145,33 +140,26 @@ class MpiComm(Comm):
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
         self._status = MPI.Status()
+        self._posted: list = []  # requests of posted messages not yet received
 
     def send(self, message: Message, dest: int) -> None:
         tag, payload = encode(message)
         self._comm.send(payload, dest=dest, tag=tag)
 
+    def post(self, message: Message, dest: int) -> None:
+        """A non-blocking send: a message above MPI's eager limit (a few KiB between ranks of one node)
+        would otherwise wait until a rank that may be hung receives it."""
+        tag, payload = encode(message)
+        self._posted.append(self._comm.isend(payload, dest=dest, tag=tag))
+
     def poll(self) -> tuple[int, Message] | None:
+        if self._posted:
+            self._posted = [request for request in self._posted if not request.Test()]
         status = self._status
         matched = self._comm.improbe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status)
         if matched is None:
             return None
         return status.Get_source(), decode(status.Get_tag(), matched.recv())
-
-    def gather_places(self) -> list[Place] | None:
-        """Each node found by a ``COMM_TYPE_SHARED`` split; its GPUs discovered once, by its first rank."""
-        import socket
-
-        world = self._comm
-        node = world.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
-        try:
-            local_rank = node.Get_rank()
-            leader = node.bcast(self.rank, root=0)
-            gpus, source, var = node.bcast(discover_gpus() if local_rank == 0 else None, root=0)
-        finally:
-            node.Free()
-        place = Place(self.rank, socket.gethostname(), node=leader, local_rank=local_rank, cpus=usable_cpus(),
-                      gpus=gpus, gpu_source=source, visibility_var=var)
-        return world.gather(place, root=0)
 
     def abort(self, code: int) -> None:
         self._comm.Abort(code)
@@ -181,12 +169,13 @@ class MpiComm(Comm):
             self._MPI.Finalize()
 
 
-def launched_by_mpi() -> bool:
+def launched_by_mpi(environ: Mapping[str, str] | None = None) -> bool:
     """Whether an MPI launcher started this process (``HPC_HPO_MPI=0/1`` overrides)."""
-    forced = os.environ.get("HPC_HPO_MPI")
+    environ = os.environ if environ is None else environ
+    forced = environ.get("HPC_HPO_MPI")
     if forced is not None:
         return forced.strip().lower() not in ("0", "false", "no", "")
-    return any(name in os.environ for name in LAUNCHER_HINTS)
+    return any(name in environ for name in LAUNCHER_HINTS)
 
 
 def init_mpi():

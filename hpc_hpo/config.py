@@ -39,7 +39,7 @@ DIRECTIONS = ("minimize", "maximize")
 OBJECTIVE_PATTERN = re.compile(r"^(?P<target>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_.]*)$")
 PHASE_COMMON_KEYS = ("strategy", "name", "trials", "repeats")
 WORKERS_KEYS = ("executor", "trial_timeout", "max_trials_per_process", "max_process_memory_mb", "gpus_per_trial",
-                "workers_per_gpu", "threads")
+                "workers_per_gpu", "threads", "startup_timeout")
 EXECUTORS = ("auto", "process", "inline")
 
 
@@ -71,7 +71,9 @@ class WorkersConfig:
     ``max_process_memory_mb``); "inline" calls the objective in the worker itself; "auto"
     (the default) picks "process" when the objective's module imports TensorFlow, Keras,
     PyTorch or JAX. ``trial_timeout`` (seconds, 0 = none) needs the process executor.
-    ``threads = 0`` divides each node's CPUs among its workers.
+    ``threads = 0`` divides each node's CPUs among its workers. ``startup_timeout`` (seconds,
+    0 = none) bounds a rank's start-up (until it has imported the objective) and every start of
+    a trial process: a hung node ends the job at start-up, or retires its worker later.
     """
 
     executor: str = "auto"
@@ -81,6 +83,7 @@ class WorkersConfig:
     gpus_per_trial: int = 1
     workers_per_gpu: int = 1
     threads: int = 0
+    startup_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,13 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "",
                   source=source)
 
 
-def apply_overrides(config: Config, results: str | None = None, seed: int | None = None, trials: int | None = None) -> Config:
-    """Command-line flags win over the file: ``--results``, ``--seed``, ``--trials`` (last phase)."""
-    experiment = config.experiment
+def apply_overrides(config: Config, results: str | None = None, seed: int | None = None, trials: int | None = None,
+                    startup_timeout: float | None = None) -> Config:
+    """Command-line flags win over the file: ``--results``, ``--seed``, ``--trials`` (last phase),
+    ``--startup-timeout``."""
+    experiment, workers = config.experiment, config.workers
+    if startup_timeout is not None:
+        workers = replace(workers, startup_timeout=startup_timeout)
     if results is not None:
         experiment = replace(experiment, results=results, workdir=_default_workdir(results))
     if seed is not None:
@@ -194,7 +201,7 @@ def apply_overrides(config: Config, results: str | None = None, seed: int | None
                 f"({last.trials} points) (got --trials {trials})"
             )
         phases = phases[:-1] + (replace(last, trials=check_positive_int(trials, "--trials")),)
-    return replace(config, experiment=experiment, phases=phases)
+    return replace(config, experiment=experiment, phases=phases, workers=workers)
 
 
 def with_seed(config: Config) -> Config:
@@ -308,6 +315,7 @@ def _parse_workers(table: Any) -> WorkersConfig:
 
     timeout = number("trial_timeout", default.trial_timeout)
     memory = number("max_process_memory_mb", default.max_process_memory_mb)
+    startup_timeout = number("startup_timeout", default.startup_timeout)
     if executor == "inline" and (timeout or memory):
         key = "trial_timeout" if timeout else "max_process_memory_mb"
         raise ConfigError(f"{where}.{key}: needs executor = \"process\" (a trial running inline cannot be "
@@ -323,7 +331,8 @@ def _parse_workers(table: Any) -> WorkersConfig:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ConfigError(f"{where}.threads: must be an integer >= 0 (0 divides the CPUs among the workers) "
                           f"(got {threads!r})")
-    return WorkersConfig(executor, timeout, per_process, memory, gpus_per_trial, workers_per_gpu, threads)
+    return WorkersConfig(executor, timeout, per_process, memory, gpus_per_trial, workers_per_gpu, threads,
+                         startup_timeout)
 
 
 # --- writing the resolved config back as TOML -------------------------------------------

@@ -2,11 +2,12 @@
 
 Three steps, one per role:
 
-1. every rank describes where it runs (:class:`Place`): its host, its node (ranks that share
-   memory, found with MPI's ``COMM_TYPE_SHARED`` split in :mod:`hpc_hpo.comm`), its rank within
-   the node, the CPUs it may use, and the GPUs its node offers (:func:`discover_gpus`: an
-   inherited ``CUDA_VISIBLE_DEVICES``/``ROCR_VISIBLE_DEVICES``/``HIP_VISIBLE_DEVICES`` first,
-   else ``/proc/driver/nvidia/gpus``, else ``nvidia-smi -L``; TensorFlow is never imported);
+1. every rank describes where it runs (:class:`Place`, sent to the master in its first message):
+   its host, the CPUs it may use, and the GPUs it sees (:func:`discover_gpus`: an inherited
+   ``CUDA_VISIBLE_DEVICES``/``ROCR_VISIBLE_DEVICES``/``HIP_VISIBLE_DEVICES`` first, else
+   ``/proc/driver/nvidia/gpus``, else ``nvidia-smi -L``; TensorFlow is never imported); the
+   master groups the ranks into nodes by host name (:func:`on_nodes`). No collective MPI call
+   is involved, so a rank that hangs while starting cannot hold the others in one;
 2. the master assigns (:func:`assign`, pure): the workers of a node share its GPUs without
    overlap, the master takes none; ``gpus_per_trial = k`` groups k ranks of a node around k
    GPUs (the group leader trains, the other ranks take no trials); ``workers_per_gpu = m``
@@ -23,7 +24,7 @@ import socket
 import subprocess
 from collections import defaultdict
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError
@@ -132,6 +133,22 @@ def local_rank_hint(environ: MutableMapping[str, str] | None = None) -> int:
         if value.isdigit():
             return int(value)
     return 0
+
+
+def here(rank: int) -> Place:
+    """Where this rank runs, as it tells the master; :func:`on_nodes` fills in its node."""
+    gpus, source, var = discover_gpus()
+    return Place(rank, socket.gethostname(), node=-1, local_rank=-1, cpus=usable_cpus(), gpus=gpus, gpu_source=source,
+                 visibility_var=var)
+
+
+def on_nodes(places: list[Place]) -> list[Place]:
+    """The places with their node (the lowest rank on the same host) and their rank within it."""
+    by_host: dict[str, list[Place]] = defaultdict(list)
+    for place in sorted(places, key=lambda p: p.rank):
+        by_host[place.host].append(place)
+    return [replace(place, node=ranks[0].rank, local_rank=i) for ranks in by_host.values()
+            for i, place in enumerate(ranks)]
 
 
 def local_place(rank: int = 0) -> Place:

@@ -35,6 +35,10 @@ class ObjectiveImportError(ConfigError):
     """The objective named in the experiment cannot be imported or is not callable."""
 
 
+class StartupTimeoutError(ObjectiveImportError):
+    """A rank, or its first trial process, did not finish starting within ``workers.startup_timeout``."""
+
+
 class StoreError(HpoError):
     """A results file that cannot be created, opened or read: the user must fix a path."""
 

@@ -8,6 +8,10 @@ that crashes, hangs or leaks cannot take the MPI job with it:
 - the child is reused for up to ``max_trials_per_process`` trials, and replaced after a
   crash, a timeout, or when its resident memory passes ``max_process_memory_mb``; the
   replacement starts at once and loads the objective while the worker reports the result;
+- a child that has not loaded the objective ``startup_timeout`` seconds after it started (a
+  hung file system, a GPU driver that does not answer) is killed: at set-up that is an error
+  for the whole job, later the trial that waited for it fails, and the next trial starts a
+  new child (``start_failures`` counts such failures in a row, for the worker to retire);
 - a trial running past ``trial_timeout`` is asked to stop (SIGUSR1, ``trial.should_stop()``),
   killed after a short grace, and recorded as ``timeout``;
 - a failed trial's error ends with the last lines of its ``stderr.txt``.
@@ -32,7 +36,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from .errors import ObjectiveImportError
+from .errors import ObjectiveImportError, StartupTimeoutError
 from .objective import Objective, Outcome, TrialContext, load_objective
 from .trial_process import STDERR_FILE, main, resident_mb
 
@@ -83,6 +87,7 @@ class _Child:
     """One trial process and our end of its pipe."""
 
     def __init__(self, ctx, objective_spec: str, base_dir: str):
+        self.started = time.monotonic()
         self.conn, child_conn = ctx.Pipe()
         self.process = ctx.Process(target=main, args=(child_conn, objective_spec, base_dir, os.getpid()),
                                    name="hpc_hpo-trial", daemon=True)
@@ -90,12 +95,19 @@ class _Child:
             self.process.start()
         child_conn.close()
         self.ready = False
+        self.timed_out = False  # it did not load the objective in time
         self.trials = 0
 
-    def wait_ready(self) -> str:
-        """Block until the objective is loaded; '' when it is, else why it is not."""
+    def wait_ready(self, timeout: float = 0.0) -> str:
+        """Wait until the objective is loaded, at most ``timeout`` seconds after the child started
+        (0: no limit); '' when it is, else why it is not (the child is killed if it ran out of time)."""
         if self.ready:
             return ""
+        if timeout and not self.conn.poll(max(0.0, self.started + timeout - time.monotonic())):
+            self.kill()
+            self.timed_out = True
+            return (f"TrialProcessStartTimeout: the trial process did not finish importing the objective within "
+                    f"{timeout:g} s (workers.startup_timeout)")
         try:
             kind, detail = self.conn.recv()
         except (EOFError, OSError):
@@ -108,8 +120,10 @@ class _Child:
         return ""
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the child to exit; kill it if it does not within ``timeout``."""
-        if self.process.is_alive():
+        """Ask the child to exit; kill it if it does not within ``timeout`` (at once if it never got ready:
+        it is not listening, and may be hung while it imports)."""
+        listening = self.ready or _has_message(self.conn)  # a child that said "ready" waits for its next job
+        if self.process.is_alive() and listening:
             with contextlib.suppress(OSError, ValueError):
                 self.conn.send(None)
             self.process.join(timeout)
@@ -126,19 +140,23 @@ class ProcessExecutor:
     """Runs trials in a supervised, reusable child process (see the module docstring)."""
 
     def __init__(self, objective_spec: str, base_dir: str, trial_timeout: float = 0.0,
-                 max_trials_per_process: int = 10, max_process_memory_mb: float = 0.0):
+                 max_trials_per_process: int = 10, max_process_memory_mb: float = 0.0, startup_timeout: float = 0.0):
         self.objective_spec = objective_spec
         self.base_dir = base_dir
         self.trial_timeout = trial_timeout
         self.max_trials_per_process = max_trials_per_process
         self.max_process_memory_mb = max_process_memory_mb
+        self.startup_timeout = startup_timeout
         self.processes_started = 0
+        #: Trials in a row whose trial process could not start (failed to load the objective, or hung).
+        self.start_failures = 0
         self._ctx = multiprocessing.get_context("spawn")
         self._child: _Child | None = self._start()
-        error = self._child.wait_ready()
+        error = self._child.wait_ready(startup_timeout)
         if error:
+            hung = self._child.timed_out
             self.close()
-            raise ObjectiveImportError(error)
+            raise (StartupTimeoutError if hung else ObjectiveImportError)(error)
 
     def _start(self) -> _Child:
         self.processes_started += 1
@@ -149,10 +167,12 @@ class ProcessExecutor:
         """Run one trial in the child; raise :class:`TrialAbandoned` (the child killed) if ``abandon()`` says so."""
         child = self._child if self._child is not None else self._start()
         self._child = child
-        error = child.wait_ready()
+        error = child.wait_ready(self.startup_timeout)
         if error:
+            self.start_failures += 1
             self._retire()
-            return Outcome(None, {}, error)
+            return Outcome(None, {}, f"{error} (rank {context.rank} on {context.host})")
+        self.start_failures = 0
         child.trials += 1
         child.conn.send((params, context))
         outcome = self._supervise(child, context, report, abandon)
@@ -269,6 +289,13 @@ def _stderr_tail(context: TrialContext) -> str:
     except OSError:
         return ""
     return ("\nlast lines of stderr:\n" + "\n".join(lines)) if any(line.strip() for line in lines) else ""
+
+
+def _has_message(conn) -> bool:
+    try:
+        return conn.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 def _describe_exit(code: int | None) -> str:

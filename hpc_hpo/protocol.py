@@ -2,13 +2,19 @@
 
 The conversation of one worker:
 
-    master -> worker   Setup(config)            or Stop(exit_code) when the config is bad
+    worker -> master   Join(version, ...)       first, as soon as the rank starts: where it runs
+    master -> worker   Setup(version, ...)      the experiment, or Stop(exit_code) when it cannot run
     worker -> master   Hello(rank, host, ...)   error set if the objective cannot be loaded
     master -> worker   Task(...)                one in flight per worker
     worker -> master   Suggested(...)           only for a Bayesian Task: the point it chose, first
     worker -> master   Epoch(...)               any number: metrics the trial reported on its way
     worker -> master   Result(...)              the master answers with the next Task or Stop
     master -> worker   Stop(exit_code)
+
+``Join``, ``Setup`` and ``Stop`` keep their tags and the shape of their first fields in every
+version: the versions are compared before anything else is decoded (the body of a Join or a
+Setup is pickled separately and unpickled only once they match), so ranks of two different
+installs get one clear line instead of a failed unpickling.
 
 Messages are immutable NamedTuples, not frozen dataclasses: the master builds and reads
 several per trial, and a NamedTuple costs 0.3 us to build where a frozen dataclass costs
@@ -18,23 +24,67 @@ MPI tag, so pickling never has to look up a class (a fifth of the cost).
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, NamedTuple
 
-from ._version import __version__
+from . import _version
 
 #: Raised when a message changes shape; master and workers must agree.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
+
+
+def this_install() -> tuple[str, int]:
+    """(hpc_hpo version, protocol version) of this process, as Join and Setup carry them."""
+    return _version.__version__, PROTOCOL_VERSION
+
+
+def mismatch(version: str, protocol: int, rank: int, host: str) -> str:
+    """The error line when rank ``rank`` runs another install than this process, or "" when they match."""
+    mine = this_install()
+    if (version, protocol) == mine:
+        return ""
+    return (f"rank {rank} on {host} runs hpc_hpo {version} (protocol {protocol}) but the master runs {mine[0]} "
+            f"(protocol {mine[1]}); install one version everywhere")
+
+
+class Join(NamedTuple):
+    """A worker has started: its install, rank and host, and where it runs (a pickled
+    :class:`hpc_hpo.devices.Place`, unpickled by the master only if the installs match)."""
+
+    TAG = 10
+    version: str
+    protocol: int
+    rank: int
+    host: str
+    place: bytes
+
+    @classmethod
+    def of(cls, place: Any) -> Join:
+        version, protocol = this_install()
+        return cls(version, protocol, place.rank, place.host, pickle.dumps(place))
+
+    def unpack(self) -> Any:
+        return pickle.loads(self.place)
 
 
 class Setup(NamedTuple):
     """The resolved experiment (a :class:`hpc_hpo.config.Config`) and this worker's
-    :class:`hpc_hpo.devices.Binding` (its GPUs and threads), sent once to each worker."""
+    :class:`hpc_hpo.devices.Binding` (its GPUs and threads), sent once to each worker, pickled
+    inside ``body`` so that the worker checks the versions before it unpickles them."""
 
     TAG = 1
-    config: Any
-    binding: Any = None
-    version: str = __version__
-    protocol: int = PROTOCOL_VERSION
+    version: str
+    protocol: int
+    body: bytes
+
+    @classmethod
+    def of(cls, config: Any, binding: Any = None) -> Setup:
+        version, protocol = this_install()
+        return cls(version, protocol, pickle.dumps((config, binding)))
+
+    def unpack(self) -> tuple[Any, Any]:
+        """(config, binding); only after the versions were found to match."""
+        return pickle.loads(self.body)
 
 
 class Hello(NamedTuple):
@@ -44,8 +94,6 @@ class Hello(NamedTuple):
     rank: int
     host: str
     pid: int
-    version: str = __version__
-    protocol: int = PROTOCOL_VERSION
     error: str = ""
 
 
@@ -78,7 +126,8 @@ class Result(NamedTuple):
     """The outcome of a Task: ``value`` and ``metrics``, or ``error`` for a failed trial.
 
     ``status`` is "done", "failed" or "timeout"; ``memory_mb`` the resident memory of the
-    process that ran the trial, when it ended.
+    process that ran the trial, when it ended. ``retire`` (why) says that the worker takes no
+    more trials: its trial process failed to start several times in a row.
     """
 
     TAG = 4
@@ -90,6 +139,7 @@ class Result(NamedTuple):
     t_end: float
     status: str = ""
     memory_mb: float = float("nan")
+    retire: str = ""
 
 
 class Epoch(NamedTuple):
@@ -123,10 +173,10 @@ class Bye(NamedTuple):
     rank: int
 
 
-Message = Setup | Hello | Task | Suggested | Result | Epoch | Stop | Interrupted | Bye
+Message = Join | Setup | Hello | Task | Suggested | Result | Epoch | Stop | Interrupted | Bye
 
-_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Setup, Hello, Task, Suggested, Result, Epoch, Stop, Interrupted,
-                                                     Bye)}
+_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Join, Setup, Hello, Task, Suggested, Result, Epoch, Stop,
+                                                     Interrupted, Bye)}
 
 
 def encode(message: Message) -> tuple[int, tuple]:

@@ -29,10 +29,10 @@ import h5py
 import numpy as np
 
 from .config import Config
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, ResultsWriteError, StoreError
 from .records import RUNNING, STATUSES, TrialRecord
 from .space import Space
-from .store import FORMAT_VERSION, LIBVER, READABLE_FORMATS, ResultsWriter, param_column, trial_dtype
+from .store import FORMAT_VERSION, LIBVER, READABLE_FORMATS, ResultsWriter, param_column, trial_dtype, writing
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,19 +59,18 @@ class Previous:
 def open_for_resume(path: Path, config: Config, slots: int, force: bool, attrs: dict[str, Any] | None = None,
                     flush_interval: float = 0.1) -> tuple[ResultsWriter, Previous]:
     """Check, recover if needed, and open ``path`` to continue it; what it already holds."""
-    stored, clean = inspect(path)
+    stored, clean = inspect_file(path)
     changes = differences(stored, config)
     if changes and not force:
         raise ConfigError(f"--resume: {path} was made by a different experiment ({'; '.join(changes)}); "
                           f"use a new --results, or --force to continue anyway")
     if changes:
         with h5py.File(path, "r", swmr=True, locking=False) as file:
-            stored_columns = file["trials"].dtype
-        columns = trial_dtype(config.space)
-        if stored_columns != columns:
-            differ = [n for n in dict.fromkeys([*stored_columns.names, *columns.names])
-                      if n.startswith("param_") and (n not in stored_columns.names or n not in columns.names
-                                                     or stored_columns[n] != columns[n])]
+            have = file["trials"].dtype
+        want = trial_dtype(config.space)
+        params = [n for n in dict.fromkeys([*have.names, *want.names]) if n.startswith("param_")]
+        differ = [n for n in params if n not in have.names or n not in want.names or have[n] != want[n]]
+        if differ:
             raise ConfigError(f"--force: {path} stores other parameter columns ({', '.join(differ)}): parameters "
                               f"may change their range, not their name or type; use a new --results")
         log.warning("--force: continuing %s although %s", path, "; ".join(changes))
@@ -79,14 +78,14 @@ def open_for_resume(path: Path, config: Config, slots: int, force: bool, attrs: 
         recover(path)
     with h5py.File(path, "r", swmr=True, locking=False) as file:
         previous = previous_trials(file, config.space)
-    writer = ResultsWriter.open(path, config.space, slots, flush_interval, attrs=attrs)
+    writer = ResultsWriter.open(path, config.space, slots, flush_interval, attrs=attrs, waiting=previous.rerun)
     if previous.outside:
         log.warning("%d earlier trials lie outside the changed space: kept in the file, not shown to the strategies",
                     previous.outside)
     return writer, previous
 
 
-def inspect(path: Path) -> tuple[dict[str, Any], bool]:
+def inspect_file(path: Path) -> tuple[dict[str, Any], bool]:
     """The file's attributes, and whether its last run closed it; a clear error if it is not ours."""
     if not h5py.is_hdf5(path):
         raise StoreError(f"{path}: not an HDF5 file; hpc_hpo will not touch it (move it away or choose another "
@@ -173,19 +172,23 @@ def recover(path: Path) -> None:
     for row in runs:
         if row["exit_code"] == -1:
             row["exit_code"] = -9  # did not close the file: killed, or its node died
-    with h5py.File(temporary, "w", libver=LIBVER) as new:
-        new.create_dataset("trials", data=trials[keep], maxshape=(None,), dtype=space_dtype, chunks=(64,),
-                           compression="gzip", compression_opts=1, shuffle=True)
-        new.create_dataset("running", data=running, maxshape=(None,), chunks=(max(1, len(running)),))
-        block = np.full((int(keep.sum()), len(names)), np.nan)
-        block[: len(metrics), : metrics.shape[1] if metrics.ndim == 2 else 0] = metrics
-        new.create_dataset("metrics", data=block, maxshape=(None, None), chunks=(64, 8), fillvalue=np.nan)
-        new.create_dataset("metric_names", data=names, maxshape=(None,), chunks=(16,))
-        new.create_dataset("runs", data=runs, maxshape=(None,), chunks=(16,))
-        new.create_dataset("epochs", data=epochs, maxshape=(None,), chunks=(256,))
-        new.attrs.update(attrs)
-        new.flush()
-        os.fsync(new.id.get_vfd_handle())
+    try:
+        with writing(path), h5py.File(temporary, "w", libver=LIBVER) as new:
+            new.create_dataset("trials", data=trials[keep], maxshape=(None,), dtype=space_dtype, chunks=(64,),
+                               compression="gzip", compression_opts=1, shuffle=True)
+            new.create_dataset("running", data=running, maxshape=(None,), chunks=(max(1, len(running)),))
+            block = np.full((int(keep.sum()), len(names)), np.nan)
+            block[: len(metrics), : metrics.shape[1] if metrics.ndim == 2 else 0] = metrics
+            new.create_dataset("metrics", data=block, maxshape=(None, None), chunks=(64, 8), fillvalue=np.nan)
+            new.create_dataset("metric_names", data=names, maxshape=(None,), chunks=(16,))
+            new.create_dataset("runs", data=runs, maxshape=(None,), chunks=(16,))
+            new.create_dataset("epochs", data=epochs, maxshape=(None,), chunks=(256,))
+            new.attrs.update(attrs)
+            new.flush()
+            os.fsync(new.id.get_vfd_handle())
+    except ResultsWriteError:
+        temporary.unlink(missing_ok=True)  # the old file is untouched until the copy is complete
+        raise
     os.replace(temporary, path)
     log.info("%s: recovered after an unclean end (%d finished trials kept, %d incomplete rows dropped)", path,
              int(keep.sum()), int((~keep).sum()))
@@ -211,6 +214,7 @@ def previous_trials(file: h5py.File, space: Space) -> Previous:
     for row in running[running["status"] == RUNNING.encode()]:
         if int(row["trial_id"]) in done_ids:
             continue  # stored, and its slot not yet freed when the job ended
+        done_ids.add(int(row["trial_id"]))  # a trial to run again is listed once, even if a kill left it twice
         if row["strategy"] == b"bayes" and math.isnan(row["suggest_seconds"]):
             continue  # its worker was still choosing the point: the next Bayesian trial chooses afresh
         params = _params(row, space)

@@ -15,6 +15,11 @@ choice sees every pending point and workers never propose the same point.
 
 Repeats: each point of a phase with ``repeats = r`` is evaluated r times, on different
 workers where possible. Repeat 0 is the trial that proposed it; its id is the ``group``.
+
+A worker whose result says it *retires* (its trial process could not start, again and again)
+is stopped and the search goes on with the others; when none is left and work remains, the
+search fails. :meth:`Scheduler.shutdown` ends the search early (a signal, the time limit):
+nothing more is handed out, results still arriving are recorded, running trials stay running.
 """
 
 from __future__ import annotations
@@ -163,6 +168,8 @@ class Scheduler:
     hosts: dict[int, str] = field(default_factory=dict, init=False)
     gpus: dict[int, str] = field(default_factory=dict, init=False)
     stopped: set[int] = field(default_factory=set, init=False)
+    #: Workers that retired (rank -> why); they are stopped too.
+    retired: dict[int, str] = field(default_factory=dict, init=False)
     exit_code: int = field(default=EXIT_OK, init=False)
     error: str = field(default="", init=False)
     #: Every finished trial as (params, value or None), in order: what Bayesian workers learn from.
@@ -197,7 +204,10 @@ class Scheduler:
     def handle(self, event, now: float) -> list:
         if type(event) is TrialFinished:
             instructions = self._on_result(event.rank, event.result, now)
-            self._idle.append(event.rank)  # behind the workers that have waited longer
+            if event.result.retire:
+                self._retire(event.rank, event.result.retire, instructions)
+            elif event.rank not in self.stopped:  # a result that arrives after a shutdown is only recorded
+                self._idle.append(event.rank)  # behind the workers that have waited longer
         elif type(event) is TrialStarted:
             instructions = self._on_started(event)
         elif type(event) is WorkerReady:
@@ -260,6 +270,15 @@ class Scheduler:
             self.exit_code, self.error = exit_code, error
             self._repeats.clear()
 
+    def shutdown(self, exit_code: int) -> list[int]:
+        """End the search now: hand out nothing more, and count every worker as stopped (the driver tells
+        them; their running trials stay running, to run again on resume). Returns the ranks to tell."""
+        self.stop(exit_code)
+        ranks = sorted(r for r in self.hosts if r not in self.stopped)
+        self.stopped.update(ranks)
+        self._idle.clear()
+        return ranks
+
     # -- events ----------------------------------------------------------------------------
 
     def _on_started(self, event: TrialStarted) -> list:
@@ -288,6 +307,15 @@ class Scheduler:
         if not phase.strategy.suggests_on_worker:
             phase.strategy.tell(trial.params, value)
         return [Record(record)]
+
+    def _retire(self, rank: int, reason: str, instructions: list) -> None:
+        """Stop a worker that can no longer run trials; fail the search if it was the last one and work remains."""
+        self.retired[rank] = reason
+        self.stopped.add(rank)
+        if len(self.stopped) == len(self.hosts) and self._more_work_may_come():
+            self.stop(EXIT_FAILED, f"no worker left to run trials: every worker retired (the last, rank {rank} on "
+                                   f"{self.hosts.get(rank, '?')}: {reason})")
+        instructions.append(StopWorker(rank, self.exit_code))
 
     def _count(self, record: TrialRecord) -> None:
         p = self.progress

@@ -23,7 +23,9 @@ seconds, so writing never holds up dispatch; a result counts as stored once flus
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import math
 import os
 import tempfile
@@ -42,6 +44,8 @@ from .errors import ConfigError, ResultsWriteError, StoreError
 from .records import RUNNING, TrialRecord
 from .space import CategoricalParam, FloatParam, IntParam, Param, Space
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 3
 #: Formats this version reads (2 lacks the ``attempt`` column); only the current one is resumed.
 READABLE_FORMATS = (2, 3)
@@ -49,6 +53,9 @@ READABLE_FORMATS = (2, 3)
 LIBVER = ("v110", "v110")
 ERROR_BYTES = 2048
 HOST_BYTES = 64
+#: Room for the GPU ids of one trial: twelve UUIDs (``GPU-8f6c2a1e-...``, 40 characters) or MIG names
+#: (``MIG-GPU-<uuid>/1/0``, 50), as SLURM may bind them; a job whose ids need more gets a wider column.
+GPUS_BYTES = 512
 NAME_BYTES = 64
 _CHUNK_ROWS = 64
 
@@ -67,7 +74,7 @@ BASE_COLUMNS: list[tuple[str, Any]] = [
     ("attempt", "<i2"),
     ("group", "<i8"),
     ("suggest_seconds", "<f8"),
-    ("gpus", "S32"),
+    ("gpus", f"S{GPUS_BYTES}"),
     ("memory_mb", "<f4"),
     ("error", f"S{ERROR_BYTES}"),
 ]
@@ -111,9 +118,10 @@ def _param_dtype(param: Param) -> Any:
     return {"bool": "?", "int": "<i8", "float": "<f8"}[kind]
 
 
-def trial_dtype(space: Space) -> np.dtype:
-    """The compound type of a /trials row for this space."""
-    return np.dtype(BASE_COLUMNS + [(param_column(p.name), _param_dtype(p)) for p in space.params])
+def trial_dtype(space: Space, gpus_bytes: int = GPUS_BYTES) -> np.dtype:
+    """The compound type of a /trials row for this space (``gpus_bytes`` wide enough for every GPU label)."""
+    base = [(name, f"S{max(gpus_bytes, GPUS_BYTES)}" if name == "gpus" else kind) for name, kind in BASE_COLUMNS]
+    return np.dtype(base + [(param_column(p.name), _param_dtype(p)) for p in space.params])
 
 
 def fit_bytes(text: str, size: int) -> bytes:
@@ -173,6 +181,7 @@ class ResultsWriter:
         self._metric_index = {name: i for i, name in enumerate(self.metric_names)}
         self._encoders = [(p.name, _encoder(p)) for p in space.params]
         self._bytes: dict[tuple[str, int], bytes] = {}  # host, strategy and status strings, encoded once
+        self._gpus_bytes = self.dtype["gpus"].itemsize  # 32 in files made before GPU ids were kept whole
         self._rows: list[tuple] = []
         self._row_metrics: list[dict[str, float]] = []
         self._slots: list[TrialRecord | None] = [None] * slots
@@ -180,16 +189,19 @@ class ResultsWriter:
         self._running_dirty = True
         self._dirty_since: float | None = None
         self.run_index = -1
+        self._run_clocks = (math.nan, math.nan)  # monotonic and CPU time at start_run
+        self.failed = False  # a write failed: HDF5's own clean-up may crash, the process must skip it
 
     # -- creating ------------------------------------------------------------------------
 
     @classmethod
     def create(cls, path: str | Path, space: Space, attrs: dict[str, Any], slots: int,
-               overwrite: bool = False, flush_interval: float = 0.1) -> ResultsWriter:
+               overwrite: bool = False, flush_interval: float = 0.1, gpu_labels: Iterable[str] = ()) -> ResultsWriter:
         """Create the file with its layout and attributes, switch it to SWMR mode, then give it its name.
 
         It is built as ``.NAME.creating``, beside ``path``, and renamed only when complete: a job
-        killed while creating it leaves no file a resume would stumble on.
+        killed while creating it leaves no file a resume would stumble on. ``gpu_labels`` (what the
+        ``gpus`` column will hold in this job) widen that column if any is longer than usual.
         """
         path = Path(path)
         if path.exists() and not overwrite:
@@ -198,17 +210,27 @@ class ResultsWriter:
         try:
             file = h5py.File(temporary, "w", libver=LIBVER, locking="best-effort")
         except (OSError, ValueError) as exc:
+            if _disk_full(exc):
+                raise ResultsWriteError(f"cannot write {path} ({_system_reason(exc)})") from None
             raise StoreError(f"{path}: cannot create the results file ({exc})") from None
-        make_layout(file, space, slots)
-        file.attrs.update({
-            "format_version": FORMAT_VERSION,
-            "hpc_hpo_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "space": json.dumps(space.describe()),
-            **attrs,
-        })
-        file.swmr_mode = True
-        file.flush()
+        try:
+            with writing(path):
+                make_layout(file, space, slots, gpus_bytes=max((len(label.encode()) for label in gpu_labels),
+                                                               default=0))
+                file.attrs.update({
+                    "format_version": FORMAT_VERSION,
+                    "hpc_hpo_version": __version__,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "space": json.dumps(space.describe()),
+                    **attrs,
+                })
+                file.swmr_mode = True
+                file.flush()
+        except ResultsWriteError:
+            with contextlib.suppress(Exception):
+                file.close()
+            temporary.unlink(missing_ok=True)  # never renamed: the results path was not touched
+            raise
         temporary.replace(path)  # an open HDF5 file may be renamed: it is written through its descriptor
         writer = cls(file, space, slots, flush_interval)
         writer.path = path
@@ -216,25 +238,36 @@ class ResultsWriter:
 
     @classmethod
     def open(cls, path: str | Path, space: Space, slots: int, flush_interval: float = 0.1,
-             attrs: dict[str, Any] | None = None) -> ResultsWriter:
+             attrs: dict[str, Any] | None = None, waiting: Iterable[TrialRecord] = ()) -> ResultsWriter:
         """Continue an existing results file (see :mod:`hpc_hpo.resume`); running slots start free.
 
-        ``attrs`` (a raised budget, the config as now resolved) replace the stored ones; the
-        experiment's identity (space, objective, direction) was checked before.
+        ``waiting`` (the trials to run again) are written back into /running, after the slots,
+        in the same write that frees the slots, and flushed before this returns: a job killed
+        at any later moment leaves them there for the next resume. ``attrs`` (a raised budget,
+        the config as now resolved) replace the stored ones; the experiment's identity (space,
+        objective, direction) was checked before.
         """
         try:
             file = h5py.File(path, "r+", libver=LIBVER, locking="best-effort")
         except (OSError, ValueError) as exc:
+            if _disk_full(exc):
+                raise ResultsWriteError(f"cannot write {path} ({_system_reason(exc)})") from None
             raise StoreError(f"{path}: cannot open the results file for writing ({exc})") from None
-        running = file["running"]
-        running.resize((slots,))
-        running[:] = np.zeros(slots, dtype=running.dtype)
-        for key, value in (attrs or {}).items():
-            if key not in ("space", "created", "format_version"):
-                file.attrs[key] = value
-        file.attrs["hpc_hpo_version"] = __version__
-        file.swmr_mode = True
-        return cls(file, space, slots, flush_interval)
+        writer = cls(file, space, slots, flush_interval)
+        writer._waiting = list(waiting)
+        try:
+            with writing(writer.path):
+                writer._write_running()
+                for key, value in (attrs or {}).items():
+                    if key not in ("space", "created", "format_version"):
+                        file.attrs[key] = value
+                file.attrs["hpc_hpo_version"] = __version__
+                file.flush()
+                file.swmr_mode = True
+        except ResultsWriteError:
+            writer.abandon()
+            raise
+        return writer
 
     def start_run(self, world_size: int, workers: int, host: str) -> None:
         """Add this run's row to /runs; :meth:`close` completes it."""
@@ -242,9 +275,11 @@ class ResultsWriter:
         row = np.zeros(1, dtype=RUNS_DTYPE)
         row[0] = (n, __version__.encode(), time.time(), math.nan, world_size, workers,
                   fit_bytes(host, HOST_BYTES), 0, -1, math.nan, math.nan)
-        self._runs.resize((n + 1,))
-        self._runs[n] = row[0]
+        with writing(self.path):
+            self._runs.resize((n + 1,))
+            self._runs[n] = row[0]
         self.run_index = n
+        self._run_clocks = (time.monotonic(), time.process_time())
         self.flush()
 
     # -- writing -------------------------------------------------------------------------
@@ -266,9 +301,18 @@ class ResultsWriter:
             record.phase, self._text(record.strategy, 16), record.rank, self._text(record.host, HOST_BYTES),
             record.t_submit, record.t_start, record.t_end, record.repeat, record.attempt, record.group,
             record.suggest_seconds,
-            self._text(record.gpus, 32), record.memory_mb,
+            self._gpus(record.gpus), record.memory_mb,
             fit_bytes(record.error, ERROR_BYTES) if record.error else b"", *values,
         )
+
+    def _gpus(self, label: str) -> bytes:
+        encoded = self._bytes.get((label, -1))
+        if encoded is None:
+            if len(label.encode()) > self._gpus_bytes:
+                log.warning("%s stores GPU ids in %d bytes (a file from an older hpc_hpo): '%s' is cut short; a new "
+                            "results file keeps them whole", self.path, self._gpus_bytes, label)
+            encoded = self._bytes[label, -1] = fit_bytes(label, self._gpus_bytes)
+        return encoded
 
     def _touch(self) -> None:
         if self._dirty_since is None:
@@ -313,10 +357,8 @@ class ResultsWriter:
 
     def flush(self) -> None:
         """Write what is queued and make it visible to readers; :class:`ResultsWriteError` if the disk refuses."""
-        try:
+        with writing(self.path):
             self._flush()
-        except (OSError, RuntimeError) as exc:  # h5py reports a failed write(2) as either
-            raise ResultsWriteError(f"cannot write {self.path} ({_system_reason(exc)})") from exc
 
     def _flush(self) -> None:
         if self._rows:
@@ -333,18 +375,23 @@ class ResultsWriter:
             self._epochs[n0:] = np.array(self._epoch_rows, dtype=EPOCHS_DTYPE)
             self._epoch_rows.clear()
         if self._running_dirty:
-            records = self._slots + self._waiting
-            size = max(len(records), self._running_ds.shape[0])  # SWMR: grow, never shrink
-            running = np.zeros(size, dtype=self.dtype)  # status b"": a free slot
-            for i, record in enumerate(records):
-                if record is not None:
-                    running[i] = self._row(record)
-            if self._running_ds.shape[0] != size:
-                self._running_ds.resize((size,))
-            self._running_ds[:] = running
-            self._running_dirty = False
+            self._write_running()
         self.file.flush()
         self._dirty_since = None
+
+    def _write_running(self) -> None:
+        """/running as one write: a slot per worker, then the trials waiting to run again; never smaller
+        than it was (SWMR cannot shrink a dataset; and a shrink before the write could lose rows at a kill)."""
+        records = self._slots + self._waiting
+        size = max(len(records), self._running_ds.shape[0])
+        running = np.zeros(size, dtype=self.dtype)  # status b"": a free slot
+        for i, record in enumerate(records):
+            if record is not None:
+                running[i] = self._row(record)
+        if self._running_ds.shape[0] != size:
+            self._running_ds.resize((size,))
+        self._running_ds[:] = running
+        self._running_dirty = False
 
     def _write_metrics(self, n0: int, n1: int) -> None:
         new = [name for m in self._row_metrics for name in m if name not in self._metric_index]
@@ -367,23 +414,49 @@ class ResultsWriter:
         self._metrics.resize((n1, k))
         self._metrics[n0:n1, :] = block
 
-    def close(self, exit_code: int, trials: int, loop_seconds: float, master_cpu_seconds: float) -> None:
-        """Flush, complete this run's row in /runs, and close the file (once: later calls do nothing)."""
+    def close(self, exit_code: int, trials: int) -> None:
+        """Flush, complete this run's row in /runs, and close the file (once: later calls do nothing).
+
+        The row's ``loop_seconds`` and ``master_cpu_seconds`` run from :meth:`start_run` until every
+        row was written. A failed write, the last flush or HDF5's own writes while closing, raises
+        :class:`ResultsWriteError`.
+        """
         if not self.file.id.valid:
             return
-        if self.run_index >= 0:
-            row = self._runs[self.run_index]
-            row["t_end"], row["exit_code"], row["trials"] = time.time(), exit_code, trials
-            row["loop_seconds"], row["master_cpu_seconds"] = loop_seconds, master_cpu_seconds
-            try:
-                self._runs[self.run_index] = row
-            except (OSError, RuntimeError) as exc:
-                raise ResultsWriteError(f"cannot write {self.path} ({_system_reason(exc)})") from exc
         try:
-            self.flush()
-        finally:
-            with contextlib.suppress(Exception):
+            self.flush()  # every row first: a reader that sees the run ended sees all it wrote
+            if self.run_index >= 0:
+                with writing(self.path):
+                    row = self._runs[self.run_index]
+                    row["t_end"], row["exit_code"], row["trials"] = time.time(), exit_code, trials
+                    row["loop_seconds"] = time.monotonic() - self._run_clocks[0]
+                    row["master_cpu_seconds"] = time.process_time() - self._run_clocks[1]
+                    self._runs[self.run_index] = row
+                    self.file.flush()
+        except ResultsWriteError:
+            self.abandon()
+            raise
+        try:
+            with writing(self.path):
                 self.file.close()
+        except ResultsWriteError:
+            self.failed = True
+            raise
+
+    def abandon(self) -> None:
+        """Close the file after a failed write, as far as HDF5 still can; what was flushed before is safe."""
+        self.failed = True
+        with contextlib.suppress(Exception):
+            self.file.close()
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn a failed write into :class:`ResultsWriteError` (h5py reports a failed write(2) as OSError or RuntimeError)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        raise ResultsWriteError(f"cannot write {path} ({_system_reason(exc)})") from exc
 
 
 def _system_reason(exc: BaseException) -> str:
@@ -396,9 +469,17 @@ def _system_reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def make_layout(file: h5py.File, space: Space, slots: int) -> None:
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk or the quota is full (resumable once there is room)."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return os.strerror(errno.ENOSPC) in text or os.strerror(errno.EDQUOT) in text
+
+
+def make_layout(file: h5py.File, space: Space, slots: int, gpus_bytes: int = GPUS_BYTES) -> None:
     """Create the empty datasets of a results file (see the module docstring)."""
-    dtype = trial_dtype(space)
+    dtype = trial_dtype(space, gpus_bytes)
     file.create_dataset("trials", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK_ROWS,),
                         compression="gzip", compression_opts=1, shuffle=True)
     file.create_dataset("running", shape=(slots,), maxshape=(None,), dtype=dtype, chunks=(max(1, slots),))

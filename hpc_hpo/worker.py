@@ -1,6 +1,6 @@
 """The worker driver: turns the master's messages into trials and results.
 
-:class:`Worker` holds the logic (Setup -> Hello, Task -> [Suggested] -> [Epoch...] -> Result) and replies
+:class:`Worker` holds the logic (Join first; Setup -> Hello, Task -> [Suggested] -> [Epoch...] -> Result) and replies
 through the ``send`` it is given, so it serves both the MPI loop in :func:`run_worker` and
 the one-process run, where :class:`hpc_hpo.comm.LocalComm` hands it messages directly.
 The Gaussian-process code is imported during set-up when the experiment has a phase whose
@@ -10,7 +10,9 @@ rather than one after another on their first Bayesian task), and never otherwise
 At set-up the worker applies its device binding (GPUs, threads) to its environment before
 anything can import TensorFlow, then starts its executor. A rank that is a non-leading
 member of a GPU group (``gpus_per_trial > 1``), or a spare, loads nothing and only waits
-for Stop.
+for Stop. So does a worker that *retired*: its trial process failed to start
+``MAX_START_FAILURES`` times in a row (a sick node); it says so with the last result, and the
+search goes on with the other workers.
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._version import __version__
 from .comm import MASTER, Backoff, Comm
-from .devices import Binding, apply_binding
-from .errors import EXIT_INTERRUPTED, EXIT_RESUMABLE, ObjectiveImportError
+from .devices import Binding, Place, apply_binding, here
+from .errors import EXIT_INTERRUPTED, EXIT_RESUMABLE, ObjectiveImportError, StartupTimeoutError
 from .executor import InlineExecutor, ProcessExecutor, TrialAbandoned, choose_executor
 from .objective import TrialContext
-from .protocol import PROTOCOL_VERSION, Bye, Epoch, Hello, Interrupted, Message, Result, Setup, Stop, Suggested, Task
+from .protocol import Bye, Epoch, Hello, Interrupted, Join, Message, Result, Setup, Stop, Suggested, Task, this_install
 from .signals import StopRequest
 from .strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
+
+#: A worker whose trial process fails to start this many times in a row takes no more trials.
+MAX_START_FAILURES = 3
 
 
 class Worker:
@@ -46,11 +50,16 @@ class Worker:
         self.config = None
         self.binding = Binding(rank)
         self.executor: InlineExecutor | ProcessExecutor | None = None
+        self.retired = ""  # why this worker takes no more trials ("" while it does)
         self._suggester = None
         #: Set by the driver: the process's stop request, and what a trial in a child asks to know
         #: whether the job is ending (a signal, or the master's Stop).
         self.stop_request: StopRequest | None = None
         self.abandon: Callable[[], bool] | None = None
+
+    def join(self, place: Place) -> None:
+        """Tell the master this rank has started, which install it runs and where: the first message."""
+        self.send(Join.of(place))
 
     def handle(self, message: Message) -> None:
         """Act on a message from the master; replies go out through ``send``."""
@@ -59,30 +68,43 @@ class Worker:
         elif isinstance(message, Setup):
             self.send(self.setup(message))
         elif isinstance(message, Stop):
-            self.close()
+            self.stop(message)
         else:
             raise TypeError(f"rank {self.rank}: unexpected message {message!r}")
 
     def setup(self, setup: Setup) -> Hello:
-        """Load the objective; report any failure in the Hello instead of crashing."""
+        """Load the objective; report any failure in the Hello instead of crashing.
+
+        The master compared the installs when this rank joined; a Setup from another install
+        (a master that did not) is not unpacked at all.
+        """
+        if (setup.version, setup.protocol) != this_install():
+            return Hello(self.rank, self.host, os.getpid(), error=(
+                f"rank {self.rank} on {self.host} runs hpc_hpo {this_install()[0]} (protocol {this_install()[1]}) but "
+                f"the master runs {setup.version} (protocol {setup.protocol}); install one version everywhere"))
+        self.config, binding = setup.unpack()
+        if binding is not None:
+            self.binding = binding
+        apply_binding(self.binding)
+        if not self.binding.takes_trials:
+            return Hello(self.rank, self.host, os.getpid())
         error = ""
-        if setup.protocol != PROTOCOL_VERSION or setup.version != __version__:
-            error = (f"rank {self.rank} on {self.host} runs hpc_hpo {__version__} (protocol {PROTOCOL_VERSION}) but "
-                     f"the master runs {setup.version} (protocol {setup.protocol}); install one version everywhere")
-        else:
-            self.config = setup.config
-            if setup.binding is not None:
-                self.binding = setup.binding
-            apply_binding(self.binding)
-            if not self.binding.takes_trials:
-                return Hello(self.rank, self.host, os.getpid())
-            try:
-                self.executor = self._make_executor()
-            except ObjectiveImportError as exc:
-                error = f"{exc} on rank {self.rank} ({self.host})"
-            if not error and any(STRATEGIES[phase.strategy].suggests_on_worker for phase in self.config.phases):
-                self._suggester = self._make_suggester()
+        try:
+            self.executor = self._make_executor()
+        except StartupTimeoutError:
+            error = (f"workers.startup_timeout: worker rank {self.rank} ({self.host}) did not finish importing the "
+                     f"objective within {self.config.workers.startup_timeout:g} s")  # as the master would say
+        except ObjectiveImportError as exc:
+            error = f"{exc} on rank {self.rank} ({self.host})"
+        if not error and any(STRATEGIES[phase.strategy].suggests_on_worker for phase in self.config.phases):
+            self._suggester = self._make_suggester()
         return Hello(self.rank, self.host, os.getpid(), error=error)
+
+    def stop(self, message: Stop) -> None:
+        """The master's Stop: end the executor; after a shutdown (exit code 3) say Bye, so the master may end."""
+        self.close()
+        if message.exit_code == EXIT_RESUMABLE:
+            self.send(Bye(self.rank))
 
     def _make_executor(self) -> InlineExecutor | ProcessExecutor:
         experiment, workers = self.config.experiment, self.config.workers
@@ -92,7 +114,8 @@ class Worker:
             return InlineExecutor(experiment.objective, self.config.base_dir)
         return ProcessExecutor(experiment.objective, self.config.base_dir, trial_timeout=workers.trial_timeout,
                                max_trials_per_process=workers.max_trials_per_process,
-                               max_process_memory_mb=workers.max_process_memory_mb)
+                               max_process_memory_mb=workers.max_process_memory_mb,
+                               startup_timeout=workers.startup_timeout)
 
     def run_task(self, task: Task) -> None:
         params = task.params if task.suggest is None else self.choose(task)
@@ -118,8 +141,15 @@ class Worker:
                 self.stop_request.in_inline_trial = False
         t_end = time.time()
         log.debug("trial %d %s in %.3fs", task.trial_id, outcome.status, t_end - t_start)
+        failures = getattr(self.executor, "start_failures", 0)
+        if failures >= MAX_START_FAILURES:
+            self.retired = (f"its trial process failed to start {failures} times in a row (last: "
+                            f"{outcome.error.splitlines()[0]})")
+            log.warning("retiring: %s", self.retired)
         self.send(Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end,
-                         outcome.status, outcome.memory_mb))
+                         outcome.status, outcome.memory_mb, self.retired))
+        if self.retired:
+            self.close()  # after the result: the master hands the trial's work to the others at once
 
     def choose(self, task: Task) -> dict:
         """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
@@ -149,7 +179,7 @@ class Worker:
 
 
 def run_worker(comm: Comm) -> int:
-    """Serve the master until it says Stop; return the exit code it gives.
+    """Join, then serve the master until it says Stop; return the exit code it gives.
 
     A stop signal (:mod:`hpc_hpo.signals`) drops the running trial (its result is not sent:
     the master re-runs it on resume), tells the master (``Interrupted``), and waits for its
@@ -158,6 +188,7 @@ def run_worker(comm: Comm) -> int:
     """
     worker = Worker(comm.rank, send=lambda message: comm.send(message, MASTER))
     stop_request = worker.stop_request = StopRequest(on_second=lambda signum: comm.abort(EXIT_INTERRUPTED)).install()
+    worker.join(here(comm.rank))
     early: list[Message] = []  # a Stop received while a trial ran
 
     def abandon() -> bool:
@@ -188,9 +219,7 @@ def run_worker(comm: Comm) -> int:
             message = received[1]
         backoff.reset()
         if isinstance(message, Stop):
-            worker.close()
-            if message.exit_code == EXIT_RESUMABLE:
-                comm.send(Bye(comm.rank), MASTER)
+            worker.stop(message)
             return message.exit_code
         if stop_request.requested:
             continue  # the job is ending: no new work
@@ -198,5 +227,5 @@ def run_worker(comm: Comm) -> int:
             worker.handle(message)
         except TrialAbandoned:
             continue  # nothing is sent for a dropped trial
-        if not worker.binding.takes_trials:  # a group member or spare: only Stop will come
+        if not worker.binding.takes_trials or worker.retired:  # only Stop will come
             backoff = Backoff(spin=0.0, max_sleep=0.1)

@@ -98,6 +98,20 @@ def assert_real_image(path: Path) -> None:
     assert inked >= 0.03, (path.name, inked)
 
 
+class CloseFails:
+    """A real h5py file, except that closing it fails as a full disk makes it fail (HDF5 writes while it closes)."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def close(self):
+        self._file.close()
+        raise OSError(28, "No space left on device")
+
+
 @pytest.fixture(autouse=True)
 def _restore_environment():
     """A worker set up inside the test process binds itself through os.environ (threads, GPUs):

@@ -123,6 +123,6 @@ def test_a_worker_readies_the_gp_at_set_up_only_when_a_phase_needs_it(tmp_path):
     for phases, ready in (([{"strategy": "random", "trials": 4}], False),
                           ([{"strategy": "sobol", "trials": 4}, {"strategy": "bayes", "trials": 4}], True)):
         worker = Worker(1, send=lambda message: None)
-        hello = worker.setup(Setup(parse_config({**base, "phase": phases}, base_dir=str(tmp_path))))
+        hello = worker.setup(Setup.of(parse_config({**base, "phase": phases}, base_dir=str(tmp_path))))
         assert hello.error == ""
         assert (worker._suggester is not None) is ready, phases

@@ -201,6 +201,8 @@ def test_check_validates_and_prints_the_resolved_experiment(tmp_path):
     (["run", "--trials", "many"], "hpc_hpo: error: argument --trials: invalid int value: 'many'"),
     (["run", "--progress-every", "0"], "hpc_hpo: error: argument --progress-every: must be seconds (10, 10s) or a "
                                          "whole number of finished trials (25t), > 0 (got '0')"),
+    (["run", "--startup-timeout", "-3"], "hpc_hpo: error: argument --startup-timeout: must be >= 0 (0 turns it off) "
+                                         "(got '-3')"),
     (["launch"], "hpc_hpo: error: argument COMMAND: invalid choice: 'launch'"),
     (["run", "missing.toml"], "hpc_hpo: error: missing.toml: no such experiment file"),
     (["status", "missing.h5"], "hpc_hpo: error: missing.h5: no such results file"),
@@ -247,7 +249,8 @@ def test_ctrl_c_keeps_every_finished_trial_and_resume_finishes_the_search(tmp_pa
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if (tmp_path / "results.h5").exists() and len(read_results(tmp_path / "results.h5").records()) >= 5:
+            if (tmp_path / "results.h5").exists() and \
+                    sum(r["status"] != "running" for r in read_results(tmp_path / "results.h5").records()) >= 5:
                 break
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)

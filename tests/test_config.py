@@ -160,6 +160,8 @@ x = { type = "float", low = 0.0, high = 1.0 }
     ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\ngpus_per_trial = 0\n", "workers.gpus_per_trial: must be >= 1 (got 0)"),
     ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\nthreads = 1.5\n", "workers.threads: must be an integer >= 0"),
     ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\ngpu = 1\n", "workers.gpu: unknown key"),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\nstartup_timeout = -1\n", "workers.startup_timeout: must be a number >= 0 (0 turns it off) (got -1)"),
+    ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'fixed', value = 1 }\n[[phase]]\nstrategy = 'random'\ntrials = 1\n[workers]\nstartup_timeout = '10m'\n", "workers.startup_timeout: must be a number >= 0 (0 turns it off) (got '10m')"),
 ])
 def test_bad_input_is_one_line_naming_field_rule_and_value(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:

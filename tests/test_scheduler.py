@@ -330,3 +330,93 @@ def test_near_the_deadline_a_trial_is_handed_out_only_if_it_will_end_in_time():
     assert d.s.out_of_time and d.stops == {1: 3}
     # Results at 1002, 1004, 1006: each next one would end by 1006 + 3.2 < 1010. At 1008, 1008 + 3.2 > 1010.
     assert len(d.records) == 4 and max(r.t_end for r in d.records) == 1008.0
+
+
+# --- resuming: Scheduler.restore ---------------------------------------------------------------------------
+
+
+def finished_records(config, count, value_of=lambda trial: trial.params["x"]):
+    """The first ``count`` records of an uninterrupted run of ``config`` (one worker, in order)."""
+    d = Driver(Scheduler.from_config(config), workers=(1,))
+    while len(d.records) < count:
+        d.finish(1, value_of(d.pending[1].trial))
+    return d.records[:count], d
+
+
+def test_restore_counts_finished_trials_and_continues_each_phase_where_it_was():
+    config = make_config(THREE_PHASES)
+    records, reference = finished_records(config, 4)  # both explicit points, two of the four grid points
+    s = Scheduler.from_config(config)
+    s.restore(records, rerun=[], next_id=4)
+    assert (s.progress.finished, s.progress.issued, s.progress.budget) == (4, 4, config.budget)
+    assert s.progress.best_value == min(r.value for r in records)
+    d = Driver(s, workers=(1,))
+    d.run_all()
+    resumed = [(r.trial_id, r.phase, r.params) for r in d.records]
+    whole, _ = finished_records(config, config.budget)
+    assert resumed == [(r.trial_id, r.phase, r.params) for r in whole[4:]]  # as one uninterrupted run
+
+
+def test_restore_hands_out_the_trials_to_run_again_first_with_their_ids_and_the_next_attempt():
+    config = make_config(THREE_PHASES)
+    records, _ = finished_records(config, 5)
+    rerun = [records[3]._replace(status="running", value=None, t_start=float("nan"), t_end=float("nan")),
+             records[4]._replace(status="running", value=None, t_start=float("nan"), t_end=float("nan"))]
+    s = Scheduler.from_config(config)
+    s.restore(records[:3], rerun=rerun, next_id=5)
+    assert [t.trial_id for t in s.waiting_reruns] == [3, 4]
+    d = Driver(s, workers=(1, 2, 3))
+    first = sorted((ins.trial.trial_id, ins.trial.attempt, ins.trial.params == rerun[ins.trial.trial_id - 3].params)
+                   for ins in d.pending.values() if ins.trial.trial_id in (3, 4))
+    assert first == [(3, 2, True), (4, 2, True)]
+    assert not s.waiting_reruns
+    d.run_all()
+    assert sorted(r.trial_id for r in d.records) == list(range(3, config.budget))
+
+
+def test_restore_queues_the_missing_repeats_of_a_point():
+    config = make_config([{"strategy": "random", "trials": 3, "repeats": 2}])
+    records, _ = finished_records(config, 4)  # one worker: the three points, then point 0 again
+    assert [(r.group, r.repeat) for r in records] == [(0, 0), (1, 0), (2, 0), (0, 1)]
+    s = Scheduler.from_config(config)
+    s.restore(records, rerun=[], next_id=4)
+    d = Driver(s, workers=(1,))
+    d.run_all()
+    assert sorted((r.group, r.repeat) for r in d.records) == [(1, 1), (2, 1)]
+    assert [r.trial_id for r in d.records] == [4, 5] and all(r.params == records[r.group].params for r in d.records)
+
+
+# --- workers that retire, and a shutdown -------------------------------------------------------------------
+
+
+def test_a_retiring_worker_is_stopped_at_once_and_the_others_finish_the_budget():
+    config = make_config([{"strategy": "random", "trials": 6}])
+    d = Driver(Scheduler.from_config(config), workers=(1, 2))
+    trial = d.pending.pop(2).trial
+    result = Result(trial.trial_id, None, {}, "TrialProcessStartTimeout: ...", 0.0, 1.0, "failed",
+                    retire="its trial process failed to start 3 times in a row")
+    d.apply(d.s.handle(TrialFinished(2, result), 1001.0))
+    assert d.stops == {2: EXIT_OK} and 2 in d.s.retired and 2 not in d.pending
+    d.run_all()
+    assert d.s.finished and d.s.exit_code == EXIT_OK and len(d.records) == 6
+    assert {r.rank for r in d.records[1:]} == {1}
+
+
+def test_when_the_last_worker_retires_with_work_left_the_search_fails():
+    config = make_config([{"strategy": "random", "trials": 6}])
+    d = Driver(Scheduler.from_config(config), workers=(1,))
+    trial = d.pending.pop(1).trial
+    result = Result(trial.trial_id, None, {}, "boom", 0.0, 1.0, "failed", retire="its trial process failed to start")
+    d.apply(d.s.handle(TrialFinished(1, result), 1001.0))
+    assert d.s.finished and d.s.exit_code == EXIT_FAILED and d.stops == {1: EXIT_FAILED}
+    assert d.s.error.startswith("no worker left to run trials: every worker retired (the last, rank 1 on host1")
+
+
+def test_after_a_shutdown_late_results_are_recorded_and_nothing_more_is_handed_out():
+    config = make_config([{"strategy": "random", "trials": 10}])
+    d = Driver(Scheduler.from_config(config), workers=(1, 2, 3))
+    assert d.s.shutdown(3) == [1, 2, 3] and d.s.shutdown(3) == []  # each worker is told once
+    assert d.s.finished
+    d.finish(2)
+    assert [r.rank for r in d.records] == [2] and set(d.pending) == {1, 3}  # no new task, no StopWorker
+    assert d.stops == {} and sorted(t.trial_id for t in d.s.running.values()) == [0, 2]  # still to run again

@@ -6,15 +6,18 @@ import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from hpc_hpo.errors import ConfigError, StoreError
+from hpc_hpo.errors import ConfigError, ResultsWriteError, StoreError
 from hpc_hpo.records import DONE, FAILED, RUNNING, TrialRecord
 from hpc_hpo.space import parse_space
 from hpc_hpo.store import ERROR_BYTES, FORMAT_VERSION, ResultsWriter, check_results_path, fit_bytes, read_results
+
+from conftest import CloseFails
 
 SPACE = parse_space({
     "x": {"type": "float", "low": -5.0, "high": 5.0},
@@ -51,7 +54,7 @@ def test_rows_round_trip_with_every_parameter_type_and_late_metrics(tmp_path):
     writer.append(record(2, metrics={"acc": 0.75}))
     writer.append(record(3, metrics={"acc": 0.5, "loss": 2.0}))
     writer.set_running(0, record(4, status=RUNNING, rank=1))
-    writer.close(exit_code=0, trials=4, loop_seconds=2.0, master_cpu_seconds=0.1)
+    writer.close(exit_code=0, trials=4)
 
     results = read_results(path)
     rows = results.records()
@@ -74,7 +77,7 @@ def test_layout_is_readable_with_plain_h5py(tmp_path):
     writer.append(record(0, metrics={"acc": 0.9})._replace(gpus="4,5", memory_mb=812.5))
     writer.append_epoch(0, 0, {"loss": 1.5, "val_accuracy": 0.5}, 100.0)
     writer.append_epoch(0, 1, {"loss": 0.7, "val_accuracy": 0.8}, 101.0)
-    writer.close(exit_code=0, trials=1, loop_seconds=1.0, master_cpu_seconds=0.0)
+    writer.close(exit_code=0, trials=1)
     with h5py.File(path, "r") as f:
         assert set(f) == {"trials", "running", "metrics", "metric_names", "runs", "epochs"}
         trials = f["trials"][:]
@@ -103,7 +106,7 @@ def test_nothing_is_visible_before_a_flush_and_everything_after(tmp_path):
     writer.flush()
     # Another process reads the file while this one still holds it open for writing (SWMR).
     assert subprocess.run(reader, capture_output=True, text=True, check=True).stdout.strip() == "1"
-    writer.close(exit_code=0, trials=1, loop_seconds=1.0, master_cpu_seconds=0.0)
+    writer.close(exit_code=0, trials=1)
 
 
 def test_a_trial_seen_both_running_and_finished_counts_once(tmp_path):
@@ -111,7 +114,7 @@ def test_a_trial_seen_both_running_and_finished_counts_once(tmp_path):
     writer = create(path)
     writer.set_running(0, record(0, status=RUNNING))
     writer.append(record(0))
-    writer.close(exit_code=0, trials=1, loop_seconds=1.0, master_cpu_seconds=0.0)
+    writer.close(exit_code=0, trials=1)
     assert [r["status"] for r in read_results(path).records()] == ["done"]
 
 
@@ -122,7 +125,7 @@ def test_a_reader_that_sees_metric_columns_before_their_names_or_rows_still_read
     writer = create(path)
     writer.append(record(0, metrics={"acc": 0.75, "loss": 2.0}))
     writer.append(record(1, metrics={"acc": 0.5, "loss": 1.0}))
-    writer.close(exit_code=0, trials=2, loop_seconds=1.0, master_cpu_seconds=0.0)
+    writer.close(exit_code=0, trials=2)
     with h5py.File(path, "r+") as f:  # the moment before the names and the second row were visible
         f["metric_names"].resize((1,))
         f["trials"].resize((1,))
@@ -187,7 +190,7 @@ def test_file_is_compressed(tmp_path):
     writer = create(path, slots=8)
     for i in range(2000):
         writer.append(record(i % 400))
-    writer.close(exit_code=0, trials=2000, loop_seconds=1.0, master_cpu_seconds=0.0)
+    writer.close(exit_code=0, trials=2000)
     row_bytes = np.dtype(h5py.File(path, "r")["trials"].dtype).itemsize
     assert path.stat().st_size < 2000 * row_bytes / 5  # the error column is mostly padding
 
@@ -198,9 +201,61 @@ def test_repeats_groups_suggestion_time_and_a_point_still_being_chosen(tmp_path)
     writer.append(record(0)._replace(strategy="bayes", suggest_seconds=0.125))
     writer.append(record(0)._replace(trial_id=1, strategy="bayes", repeat=1, group=0))
     writer.set_running(0, record(2, status=RUNNING)._replace(params=None, strategy="bayes"))
-    writer.close(exit_code=0, trials=2, loop_seconds=1.0, master_cpu_seconds=0.0)
+    writer.close(exit_code=0, trials=2)
     rows = read_results(path).records()
     assert [(r["trial_id"], r["repeat"], r["group"]) for r in rows[:2]] == [(0, 0, -1), (1, 1, 0)]
     assert rows[0]["suggest_seconds"] == 0.125 and math.isnan(rows[1]["suggest_seconds"])
     chosen_later = rows[2]
     assert chosen_later["status"] == "running" and chosen_later["param_act"] == "" and chosen_later["param_units"] == 0
+
+
+#: What SLURM's GPU binding by UUID and MIG put in CUDA_VISIBLE_DEVICES: 40 characters or more per device.
+UUIDS = ["GPU-8f6c2a1e-3d5b-4c7a-9e21-0b1c2d3e4f50", "GPU-1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+         "MIG-0b6c9e1a-2f3d-5b4c-8a7e-1d2c3b4a5f6e", "MIG-GPU-7d8e9f0a-1b2c-4d3e-9f8a-7b6c5d4e3f2a/1/0"]
+
+
+def test_gpu_ids_are_stored_whole_however_long(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path)
+    label = ",".join(UUIDS)  # one trial on four GPUs named by UUID: 171 characters
+    writer.append(record(0)._replace(gpus=label))
+    writer.set_running(1, record(1, status=RUNNING)._replace(gpus=UUIDS[3]))
+    writer.close(exit_code=0, trials=1)
+    rows = read_results(path).records()
+    assert [r["gpus"] for r in rows] == [label, UUIDS[3]]
+
+
+def test_a_failed_close_is_reported_not_hidden(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path)
+    writer.start_run(world_size=2, workers=1, host="login1")
+    writer.append(record(0))
+    writer.file = CloseFails(writer.file)
+    with pytest.raises(ResultsWriteError, match=rf"^cannot write {path} \(No space left on device\)$"):
+        writer.close(exit_code=0, trials=1)
+    assert writer.failed  # the process must skip HDF5's clean-up at exit
+    assert [r["trial_id"] for r in read_results(path).records()] == [0]  # flushed before the close failed
+
+
+def test_resuming_writes_the_trials_to_run_again_back_as_it_opens_the_file(tmp_path):
+    """A job killed at any moment after opening leaves them in /running for the next resume."""
+    path = tmp_path / "r.h5"
+    writer = create(path, slots=2)
+    writer.start_run(world_size=3, workers=2, host="login1")
+    writer.set_running(0, record(4, status=RUNNING))
+    writer.set_running(1, record(5, status=RUNNING))
+    writer.close(exit_code=3, trials=0)
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_store import SPACE, record
+        from hpc_hpo.records import RUNNING
+        from hpc_hpo.store import ResultsWriter
+        ResultsWriter.open({str(path)!r}, SPACE, slots=3, waiting=[record(4, status=RUNNING), record(5, status=RUNNING)])
+        os._exit(9)  # killed before anything else was written
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    rows = read_results(path).records()
+    assert [(r["trial_id"], r["status"]) for r in rows] == [(4, "running"), (5, "running")]
+    with h5py.File(path, "r", swmr=True) as file:
+        assert [bytes(s) for s in file["running"]["status"]] == [b"", b"", b"", b"running", b"running"]

@@ -30,7 +30,7 @@ def test_a_worker_with_only_a_running_trial_shows_as_busy(tmp_path):
                                       host="node1", t_submit=handed_out, gpus="0"))
     writer.flush()  # the job goes on: the run row stays open
     text = status_text(read_results(tmp_path / "r.h5"), now=handed_out + 30)
-    writer.close(exit_code=0, trials=0, loop_seconds=1.0, master_cpu_seconds=0.0)
+    writer.close(exit_code=0, trials=0)
     assert re.search(r"^ +0 +1 +node1 +0 +30s$", text, re.M), text  # the running table: trial, rank, host, GPU, age
     busy = re.search(r"^ +1 +node1 +1 +(\d+)%$", text, re.M)
     assert busy and int(busy.group(1)) >= 90, text  # busy the whole time since the run started

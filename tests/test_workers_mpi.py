@@ -81,6 +81,16 @@ def test_without_gpus_workers_run_on_cpu_with_their_share_of_threads(tmp_path):
     assert "no GPU found" in out.stderr
 
 
+
+def test_gpus_named_by_uuid_are_stored_whole(tmp_path):
+    """SLURM may bind GPUs by UUID (and MIG slices by longer names): each worker's row names its whole id."""
+    uuids = ["GPU-8f6c2a1e-3d5b-4c7a-9e21-0b1c2d3e4f50", "MIG-GPU-7d8e9f0a-1b2c-4d3e-9f8a-7b6c5d4e3f2a/1/0",
+             "GPU-1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "GPU-0e1f2a3b-4c5d-4a7b-8c9d-1a2b3c4d5e6f"]
+    out, rows = binding_run(tmp_path, "gpus_per_trial = 2", ",".join(uuids))
+    assert gpus_by_rank(rows) == {1: {",".join(uuids[:2])}, 3: {",".join(uuids[2:])}}
+    assert all(r["metric_n_gpus"] == 2 for r in rows)
+
+
 FAULTS = """
 import ctypes, os, sys, time
 
