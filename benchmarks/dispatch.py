@@ -7,7 +7,8 @@ Measured in the same run, alternating, medians of ``--repeat`` runs:
   * raw:      a minimal mpi4py send/recv master/worker loop (the ceiling for any Python layer);
   * futures:  mpi4py.futures' MPIPoolExecutor, for reference;
   * hpc_hpo:  `python -m hpc_hpo run` with a null objective, random search, every result written
-              to the HDF5 file (trials per second of the dispatch loop, from the file's /runs row);
+              to the HDF5 file (trials per second from the file's /runs row: its loop_seconds run from
+              the run's start until the last buffered row was written, so every result is counted stored);
   * idle CPU: the master's CPU while 8 workers each sleep 1 s per trial.
 """
 

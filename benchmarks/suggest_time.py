@@ -4,12 +4,16 @@
     python benchmarks/suggest_time.py --peers    # + Optuna's GPSampler and scikit-optimize, if installed
 
 Ours is measured as a worker sees it in a run: one new result arrives, then one suggestion with
-7 points pending elsewhere; the median of 5. scikit-learn's GaussianProcessRegressor (Matern-5/2
-ARD + white noise, fitted from its default start, then predicting as many candidates as we
-score) shows what the same step would cost with it. Peers: ``study.ask()`` of Optuna's GPSampler
-after n finished trials; ``tell`` of one new point then ``ask`` for scikit-optimize's GP.
-A peer is skipped at larger n once one step takes more than ``--cap`` seconds. Every method
-is run once at n = 20 first, so that imports and first calls do not count.
+7 points pending elsewhere, for 2 x REFIT_EVERY steps in a row. Past ALWAYS_REFIT_BELOW points the
+hyperparameters are refitted only every REFIT_EVERY steps, so the table shows the mean over all
+steps (refits included: what a search pays per point, and the baseline of the ratios), the
+refitting step on its own, and a step between refits. scikit-learn's GaussianProcessRegressor
+(Matern-5/2 ARD + white noise, fitted from its default start, then predicting as many candidates
+as we score) refits at every call: compare it with our refitting step as well as with the mean.
+Peers: ``study.ask()`` of Optuna's GPSampler after n finished trials; ``tell`` of one new point
+then ``ask`` for scikit-optimize's GP. A peer is skipped at larger n once one step takes more
+than ``--cap`` seconds. Every method is run once at n = 20 first, so that imports and first
+calls do not count.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from functions import PROBLEMS  # noqa: E402
 
 from hpc_hpo.gp.optimize import N_LOCAL, N_SOBOL  # noqa: E402
-from hpc_hpo.gp.suggester import BayesSuggester  # noqa: E402
+from hpc_hpo.gp.suggester import REFIT_EVERY, BayesSuggester  # noqa: E402
 from hpc_hpo.space import parse_space  # noqa: E402
 
 SIZES = (50, 100, 200, 400, 1000, 2000)
@@ -42,20 +46,25 @@ def history(n: int, seed: int = 0) -> tuple[list[dict], list[float]]:
     return points, [H6["function"](p) for p in points]
 
 
-def ours(n: int, repeats: int = 5) -> float:
+def ours(n: int) -> tuple[float, float, float]:
+    """Seconds per step over 2 x REFIT_EVERY steps: (mean of all, mean of refitting steps, mean of the others)."""
     space = parse_space(H6["space"])
-    points, values = history(n)
+    steps = 2 * REFIT_EVERY
+    points, values = history(n + steps)
     suggester = BayesSuggester(space, True, np.random.default_rng(1))
     suggester.update(zip(points[: n - 1], values[: n - 1], strict=True))
-    pending = points[n: n + 7]
+    pending = points[n + steps: n + steps + 7]
     suggester.suggest(pending)  # the replica's first fit, from scratch
-    times = []
-    for i in range(repeats):
+    refits, plain = [], []
+    for i in range(steps):
+        fits = suggester._fits
         started = time.perf_counter()
         suggester.update([(points[n - 1 + i], values[n - 1 + i])])
         suggester.suggest(pending)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        seconds = time.perf_counter() - started
+        (refits if suggester._fits > fits else plain).append(seconds)
+    return (statistics.fmean(refits + plain), statistics.fmean(refits) if refits else float("nan"),
+            statistics.fmean(plain) if plain else float("nan"))
 
 
 def sklearn_gpr(n: int) -> float:
@@ -113,28 +122,33 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true", help="also Optuna's GPSampler and scikit-optimize")
     parser.add_argument("--cap", type=float, default=20.0, help="skip a method at larger n once it takes longer")
     args = parser.parse_args()
-    methods = {"hpc_hpo": ours, "sklearn GPR": sklearn_gpr}
+    methods = {"sklearn GPR": sklearn_gpr}
     if args.peers:
         methods.update({"optuna GPSampler": optuna_gp, "skopt gp": skopt_gp})
-    print("seconds per suggestion, Hartmann6 (6-D), one core; ratio = method / hpc_hpo")
-    print(f"{'n':>6} " + " ".join(f"{m:>17}" for m in methods))
+    print("seconds per suggestion, Hartmann6 (6-D), one core; ratio = method / hpc_hpo's mean step (refits included)")
+    print(f"{'n':>6} {'hpc_hpo mean':>13} {'refit step':>11} {'other steps':>12} " +
+          " ".join(f"{m:>17}" for m in methods) + f" {'sklearn/refit':>14}")
     skipped: set[str] = set()
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        ours(20)
         for method in methods.values():
             method(20)  # warm up: imports and first-call costs would otherwise land on the first row
         for n in SIZES:
-            cells, baseline = [], None
+            mean, refit, other = ours(n)
+            cells, sklearn_seconds = [], float("nan")
             for name, method in methods.items():
                 if name in skipped:
                     cells.append(f"{'skipped':>17}")
                     continue
                 seconds = method(n)
-                baseline = seconds if baseline is None else baseline
-                cells.append(f"{seconds:>8.3f} ({seconds / baseline:>5.1f}x)")
+                if name == "sklearn GPR":
+                    sklearn_seconds = seconds
+                cells.append(f"{seconds:>8.3f} ({seconds / mean:>5.1f}x)")
                 if seconds > args.cap:
                     skipped.add(name)
-            print(f"{n:>6} " + " ".join(cells), flush=True)
+            print(f"{n:>6} {mean:>13.3f} {refit:>11.3f} {other:>12.3f} " + " ".join(cells) +
+                  f" {sklearn_seconds / refit:>13.1f}x", flush=True)
 
 
 if __name__ == "__main__":
