@@ -118,6 +118,10 @@ class Worker:
                                startup_timeout=workers.startup_timeout)
 
     def run_task(self, task: Task) -> None:
+        """Run one trial and send its Result; a trial handed out just after a stop signal is not started
+        (:class:`TrialAbandoned`: it runs on resume), so Ctrl-C between two trials never waits for a third."""
+        if self.stop_request is not None and self.stop_request.requested:
+            raise TrialAbandoned
         params = task.params if task.suggest is None else self.choose(task)
         experiment = self.config.experiment
         context = TrialContext(

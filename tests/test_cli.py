@@ -258,21 +258,27 @@ def test_ctrl_c_keeps_every_finished_trial_and_resume_finishes_the_search(tmp_pa
     finally:
         proc.kill()
     assert proc.returncode == 3, err  # resumable
-    assert "got SIGINT: stopping; 1 running trial (" in err and ") will run again on --resume" in err
     results = read_results(tmp_path / "results.h5")
     finished = [r for r in results.records() if r["status"] != "running"]
     running = [r for r in results.records() if r["status"] == "running"]
-    assert 5 <= len(finished) < 40 and len(running) == 1
-    assert sorted(r["trial_id"] for r in finished) == list(range(len(finished)))
+    # Ctrl-C in a trial interrupts it (it runs again on resume); in the moment between two trials it
+    # lets the finished one be stored and starts no other. Either way nothing finished is lost.
+    assert len(running) <= 1
+    noun = "trial" if len(running) == 1 else "trials"
+    assert "got SIGINT: stopping; " in err and f"{len(running)} running {noun} (" in err
+    assert ") will run again on --resume" in err
+    assert 5 <= len(finished) < 40
+    assert sorted(r["trial_id"] for r in finished + running) == list(range(len(finished) + len(running)))
     assert results.runs[0]["exit_code"] == 3 and results.runs[0]["trials"] == len(finished)
 
     resumed = hpo(["run", "experiment.toml", "--resume", "--trials", "60"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     rows = read_results(tmp_path / "results.h5").records()
     assert len(rows) == 60 and sorted(r["trial_id"] for r in rows) == list(range(60))
-    assert {k: v for k, v in rows[len(finished)].items() if k.startswith("param_")} == \
-        {k: v for k, v in running[0].items() if k.startswith("param_")}  # the interrupted trial, run again
-    assert [r["attempt"] for r in rows if r["attempt"] != 1] == [2]
+    for interrupted in running:  # run again, with the same parameters
+        assert {k: v for k, v in rows[interrupted["trial_id"]].items() if k.startswith("param_")} == \
+            {k: v for k, v in interrupted.items() if k.startswith("param_")}
+    assert [r["attempt"] for r in rows if r["attempt"] != 1] == [2] * len(running)
     assert [(r["trial_id"], r["status"], repr(r["value"])) for r in rows[: len(finished)]] == \
         [(r["trial_id"], r["status"], repr(r["value"])) for r in finished]  # kept as they were
 

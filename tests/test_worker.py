@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 
 import pytest
@@ -11,7 +12,9 @@ from hpc_hpo import __version__
 from hpc_hpo.config import parse_config
 from hpc_hpo.devices import local_place
 from hpc_hpo.errors import EXIT_OK, EXIT_RESUMABLE
+from hpc_hpo.executor import TrialAbandoned
 from hpc_hpo.protocol import PROTOCOL_VERSION, Bye, Hello, Join, Result, Setup, Stop, Task
+from hpc_hpo.signals import StopRequest
 from hpc_hpo.worker import MAX_START_FAILURES, Worker
 
 #: Imports fine until a trial has run on this worker; after that every new trial process hangs while it
@@ -96,3 +99,14 @@ def test_a_worker_whose_first_trial_process_hangs_says_so_in_its_hello(tmp_path)
     worker, sent = worker_with(tmp_path, {"executor": "process", "startup_timeout": 1.0})
     assert sent[1].error == ("workers.startup_timeout: worker rank 1 (node1) did not finish importing the objective "
                              "within 1 s")
+
+
+def test_a_trial_handed_out_after_a_stop_signal_is_not_started(tmp_path):
+    """One process: Ctrl-C between two trials must not wait for the next one to run (it runs on resume)."""
+    worker, sent = worker_with(tmp_path, {"executor": "inline"})
+    worker.stop_request = StopRequest(on_second=lambda signum: None)
+    worker.stop_request.signum = signal.SIGINT
+    with pytest.raises(TrialAbandoned):
+        worker.handle(Task(0, {"x": 0.25}, 1, "random"))
+    assert len(sent) == 2  # Join and Hello: no Result
+    assert not (tmp_path / "sick").exists()  # the objective never ran
