@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,31 @@ class CloseFails:
     def close(self):
         self._file.close()
         raise OSError(28, "No space left on device")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _forget_killed_mpiruns():
+    """After each test, remove the session directories (``/tmp/ompi.PID``) of mpiruns that no longer run.
+
+    An mpirun killed with SIGKILL (the tests kill whole jobs on purpose) leaves its directory behind, named
+    by its pid. Pids wrap around during a suite, and a later mpirun that gets the same pid finds it and fails
+    with "The PMIx server's listener thread failed to start" (seen once in 460 tests).
+    """
+    yield
+    for directory in Path(tempfile.gettempdir()).glob("ompi.*"):
+        pid = directory.name.partition(".")[2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
