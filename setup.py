@@ -36,9 +36,10 @@ setup(
         "pandas": ["pandas>=2.0"],  # hpc_hpo.load as a DataFrame
         "parquet": ["pandas>=2.0", "pyarrow>=14"],  # export to Parquet
         "tensorboard": ["tensorboard>=2.16"],  # export --format tensorboard (TensorFlow not needed)
+        "docs": ["mkdocs>=1.6"],  # the documentation: mkdocs serve / mkdocs build --strict
         # The report's tests open its HTML page in Debian's chromium through Selenium and chromedriver.
         "test": ["pytest>=7", "pytest-timeout>=2.1", "pandas>=2.0", "pyarrow>=14", "matplotlib>=3.7",
-                 "tensorboard>=2.16", "selenium>=4.10"],
+                 "tensorboard>=2.16", "selenium>=4.10", "mkdocs>=1.6"],
     },
     entry_points={"console_scripts": ["hpc-hpo=hpc_hpo.cli:console_main"]},
     classifiers=[

@@ -39,9 +39,9 @@ sys.path.insert(0, str(HERE))
 
 from functions import PROBLEMS  # noqa: E402
 
-from hpc_hpo.config import _toml_value  # noqa: E402
-from hpc_hpo.space import parse_space  # noqa: E402
-from hpc_hpo.store import read_results  # noqa: E402
+from hpc_hpo._toml import toml_value  # noqa: E402
+from hpc_hpo.results.reader import read_results  # noqa: E402
+from hpc_hpo.search.space import parse_space  # noqa: E402
 
 N_INIT = 10
 
@@ -53,7 +53,7 @@ def launcher() -> str:
 
 def write_experiment(directory: Path, problem: str, strategy_phases: str, seed: int, sleep: float) -> Path:
     spec = PROBLEMS[problem]["space"]
-    space = "\n".join(f"{name} = {_toml_value(p)}" for name, p in spec.items())
+    space = "\n".join(f"{name} = {toml_value(p)}" for name, p in spec.items())
     path = directory / f"{problem}-{seed}.toml"
     path.write_text(textwrap.dedent(f"""
         [experiment]

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpc_hpo.executor import InlineExecutor, ProcessExecutor
-from hpc_hpo.objective import TrialContext
+from hpc_hpo.trials.executor import InlineExecutor, ProcessExecutor
+from hpc_hpo.trials.objective import TrialContext
 
 NULL = "def objective(params):\n    return params['x']\n"
 

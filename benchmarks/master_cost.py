@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from hpc_hpo.config import parse_config
-from hpc_hpo.protocol import Result
-from hpc_hpo.scheduler import Dispatch, Scheduler, TrialFinished, TrialStarted, WorkerReady
+from hpc_hpo.run.protocol import Result
+from hpc_hpo.run.scheduler import Dispatch, Scheduler, TrialFinished, TrialStarted, WorkerReady
 
 
 def main() -> None:

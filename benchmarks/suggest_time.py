@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from functions import PROBLEMS  # noqa: E402
 
-from hpc_hpo.gp.optimize import N_LOCAL, N_SOBOL  # noqa: E402
-from hpc_hpo.gp.suggester import REFIT_EVERY, BayesSuggester  # noqa: E402
-from hpc_hpo.space import parse_space  # noqa: E402
+from hpc_hpo.search.gp.optimize import N_LOCAL, N_SOBOL  # noqa: E402
+from hpc_hpo.search.gp.suggester import REFIT_EVERY, BayesSuggester  # noqa: E402
+from hpc_hpo.search.space import parse_space  # noqa: E402
 
 SIZES = (50, 100, 200, 400, 1000, 2000)
 H6 = PROBLEMS["hartmann6"]

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 
 from bayes_quality import write_experiment  # noqa: E402
 
-from hpc_hpo.store import read_results  # noqa: E402
+from hpc_hpo.results.reader import read_results  # noqa: E402
 
 
 def main() -> None:

@@ -9,12 +9,14 @@ printed once (by rank 0), with exit code 2 on every rank.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
 
 from ._version import __version__
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, HpoError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, HpoError
+from .logs import print_error
 
 log = logging.getLogger("hpc_hpo.cli")
 
@@ -58,16 +60,16 @@ def _seconds_or_off(text: str) -> float:
 
 
 def _progress_every(text: str):
-    from .progress import Every
+    from .run.progress import ProgressInterval
 
     try:
-        return Every.parse(text)
+        return ProgressInterval.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration(text: str) -> float:
-    from .walltime import parse_duration
+    from .batch.walltime import parse_duration
 
     try:
         value = parse_duration(text)
@@ -86,12 +88,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one sub-parser per command, each built by its own function below."""
     parser = _Parser(prog="python -m hpc_hpo", description="Hyperparameter optimisation over MPI, results in HDF5.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hpc_hpo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    _add_run(commands)
+    _add_check(commands)
+    _add_status(commands)
+    _add_export(commands)
+    _add_report(commands)
+    _add_best(commands)
+    _add_jobscript(commands)
+    _add_init(commands)
+    return parser
 
+
+def _add_run(commands) -> None:
     run = commands.add_parser(
         "run", help="run an experiment (under mpirun: rank 0 is the master, the others workers)",
         description="Run the experiment in CONFIG (the built-in default, a Keras MLP on the digits data, if none). "
@@ -129,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="more log output: -v logs every trial, -vv also the workers' debug lines")
     run.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
+
+def _add_check(commands) -> None:
     check = commands.add_parser(
         "check", help="validate an experiment file and print it resolved, without running it",
         description="Validate CONFIG (or the built-in default), import its objective, and print the resolved "
@@ -136,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", nargs="?", help="experiment file (TOML); omit for the built-in default")
     check.add_argument("--no-import", action="store_true", help="do not import the objective")
 
+
+def _add_status(commands) -> None:
     status = commands.add_parser("status", help="show how a search stands (works while it runs)",
                                  description="Counts by status, the best trial, running trials and the runs so far.")
     status.add_argument("results", help="results file (.h5)")
@@ -144,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true",
                         help="print it as one JSON object (with --watch, one line of JSON each time), for scripts")
 
+
+def _add_export(commands) -> None:
     export = commands.add_parser(
         "export", help="write the trials of a results file as CSV, JSON, Parquet, or for TensorBoard's HParams",
         description="One row per trial: id, status, value, parameters (param_*), metrics (metric_*), phase, strategy, "
@@ -156,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "tensorboard needs the tensorboard package and -o DIR")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (DIR for tensorboard) instead of standard output")
 
+
+def _add_report(commands) -> None:
     report = commands.add_parser(
         "report", help="plots of a results file as PNG files and one self-contained HTML page (also while it runs)",
         description="Write PNG plots and report.html (every plot embedded, a summary, the best parameters, the best "
@@ -174,11 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a live report: write it again every SECONDS (default 30) until the search ends (or "
                              "Ctrl-C); meanwhile the page reloads itself as often")
 
+
+def _add_best(commands) -> None:
     best = commands.add_parser("best", help="print the best trial's parameters as TOML or JSON, ready to paste",
                                description="The parameters of the best finished trial (also while the search runs).")
     best.add_argument("results", help="results file (.h5)")
     best.add_argument("--format", choices=("toml", "json"), default="toml", help="output format (default toml)")
 
+
+def _add_jobscript(commands) -> None:
     job = commands.add_parser(
         "jobscript", help="print a SLURM or PBS job script that runs CONFIG and resubmits itself until done",
         description="A job script for one shape of allocation: one MPI rank per GPU plus the master, "
@@ -204,7 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hpc_hpo stops handing out trials this long before the end (default 120)")
     job.add_argument("--python", default="python", metavar="PATH", help="the Python that runs hpc_hpo (default python)")
     job.add_argument("-o", "--output", metavar="FILE", help="write to FILE (made executable) instead of standard output")
-    return parser
+
+
+def _add_init(commands) -> None:
+    init = commands.add_parser(
+        "init", help="write a starter objective, experiment file and SLURM job script into DIR, and say how to run them",
+        description="Write objective.py (a scikit-learn model on the bundled digits data: replace its body with your "
+                    "training), experiment.toml (8 Sobol then 12 Bayesian trials) and search.sbatch (a SLURM job "
+                    "script for this machine's GPUs or cores) into DIR, never overwriting a file; then print the "
+                    "commands that run them.")
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="where to write (default: here)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,71 +251,50 @@ def main(argv: list[str] | None = None) -> int:
         return _usage_error(str(exc), argv)
     args.argv = argv[1:]
     if args.command == "run":
+        if args.config is None and importlib.util.find_spec("tensorflow") is None:
+            return _usage_error("run: the built-in example experiment (a Keras MLP) needs TensorFlow: pip install "
+                                "'hpc_hpo[tf]' ('hpc_hpo[tf-cpu]' without a GPU), or start a search of your own with "
+                                "python -m hpc_hpo init", argv)
         return _run(args)
     try:
         handlers = {"check": _check, "status": _status, "export": _export, "report": _report, "best": _best,
-                    "jobscript": _jobscript}
+                    "jobscript": _jobscript, "init": _init}
         return handlers[args.command](args)
     except HpoError as exc:
-        print(f"hpc_hpo: error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return exc.exit_code
 
 
 def _usage_error(message: str, argv: list[str]) -> int:
     """Bad command line: say it once, from rank 0 when under mpirun, and exit 2 everywhere."""
-    from .comm import init_mpi, launched_by_mpi
+    from .run.comm import init_mpi, launched_by_mpi
 
     if argv[:1] == ["run"] and launched_by_mpi():
         MPI = init_mpi()  # noqa: N806 - so that only rank 0 speaks and every rank exits cleanly
         if MPI.COMM_WORLD.Get_rank() == 0:
-            print(f"hpc_hpo: error: {message}", file=sys.stderr, flush=True)
+            print_error(message)
         MPI.Finalize()
     else:
-        print(f"hpc_hpo: error: {message}", file=sys.stderr)
+        print_error(message)
     return EXIT_USAGE
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .comm import LocalComm, open_comm
-    from .devices import local_place
-    from .logs import levels, setup_logging
-    from .master import RunOptions, run_master
-    from .worker import Worker, run_worker
+    from .run.launch import launch
+    from .run.options import RunOptions
 
     options = RunOptions(config_path=args.config, results=args.results, seed=args.seed, trials=args.trials,
                          overwrite=args.overwrite, resume=args.resume, force=args.force,
                          time_limit=args.time_limit, time_margin=args.time_margin,
                          progress_every=args.progress_every, progress=args.progress,
                          startup_timeout=args.startup_timeout)
-    comm = open_comm()
-    local_worker = None
-    if isinstance(comm, LocalComm):  # one process: the master talks to an in-process worker
-        local_worker = Worker(0, send=comm.reply)
-        comm.handler = local_worker.handle
-        local_worker.join(local_place(0))
-    master_level, worker_level = levels(-1 if args.quiet else args.verbose)
-    setup_logging(comm.rank, master_level if comm.rank == 0 else worker_level)
-    try:
-        code = run_master(comm, options, local_worker) if comm.rank == 0 else run_worker(comm)
-    except KeyboardInterrupt:
-        log.warning("interrupted; the results file holds every trial finished so far")
-        if comm.size > 1:
-            comm.abort(EXIT_INTERRUPTED)
-        code = EXIT_INTERRUPTED
-    except Exception:
-        log.critical("internal error on rank %d; aborting all ranks", comm.rank, exc_info=True)
-        comm.abort(EXIT_FAILED)
-        return EXIT_FAILED
-    finally:
-        if local_worker is not None:
-            local_worker.close()
-    comm.close()
-    return code
+    ended, _ = launch(options, -1 if args.quiet else args.verbose)
+    return ended.code
 
 
 def _check(args: argparse.Namespace) -> int:
     from .config import load_config, to_toml
-    from .objective import load_objective
+    from .trials.objective import load_objective
 
     config = load_config(args.config)
     if not args.no_import:
@@ -295,8 +309,8 @@ def _status(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from .store import read_results
-    from .summary import MAYBE_RUNNING, RUNNING_NOW, run_state, status, status_text
+    from .outputs.summary import MAYBE_RUNNING, RUNNING_NOW, run_state, status, status_text
+    from .results.reader import read_results
 
     while True:
         results = read_results(args.results)
@@ -320,8 +334,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export
-    from .store import read_results
+    from .outputs.export import export
+    from .results.reader import read_results
 
     fmt = args.format or (Path(args.output).suffix.lstrip(".").lower() if args.output else "csv")
     if fmt not in ("csv", "json", "parquet", "tensorboard"):
@@ -340,8 +354,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_tensorboard(args: argparse.Namespace) -> int:
-    from .store import read_results
-    from .tensorboard_export import export_tensorboard
+    from .outputs.tensorboard_export import export_tensorboard
+    from .results.reader import read_results
 
     if not args.output:
         raise ConfigError("--format tensorboard: needs -o DIR, the directory to give to tensorboard --logdir")
@@ -354,7 +368,7 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
 def _export_parquet(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from .export import load
+    from .outputs.export import load
 
     if not args.output:
         raise ConfigError("--format parquet: needs -o FILE (Parquet is binary)")
@@ -369,7 +383,7 @@ def _export_parquet(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     import time
 
-    from .report import make_report
+    from .outputs.report import make_report
 
     while True:
         started = time.monotonic()
@@ -396,19 +410,19 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _best(args: argparse.Namespace) -> int:
-    from .export import best_text
-    from .store import read_results
+    from .outputs.export import best_text
+    from .results.reader import read_results
 
     text = best_text(read_results(args.results), args.format)
     if not text:
-        print(f"hpc_hpo: error: {args.results}: no trial has finished successfully yet", file=sys.stderr)
+        print_error(f"{args.results}: no trial has finished successfully yet")
         return EXIT_FAILED
     sys.stdout.write(text)
     return EXIT_OK
 
 
 def _jobscript(args: argparse.Namespace) -> int:
-    from .jobscript import JobShape, render
+    from .batch.jobscript import JobShape, render
 
     shape = JobShape(scheduler=args.scheduler, config=args.config, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                      workers=args.workers, time=args.time, gpus_per_trial=args.gpus_per_trial, launcher=args.launcher or "",
@@ -420,6 +434,18 @@ def _jobscript(args: argparse.Namespace) -> int:
         Path(args.output).chmod(0o755)
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .batch.starter import Machine, next_steps, write_starter
+    from .trials.devices import discover_gpus, usable_cpus
+
+    machine = Machine(gpus=len(discover_gpus()[0]), cpus=usable_cpus())
+    directory = Path(args.directory)
+    for path in write_starter(directory, machine):
+        print(f"wrote {path}", file=sys.stderr)
+    sys.stdout.write(next_steps(directory, machine))
     return EXIT_OK
 
 

@@ -10,25 +10,19 @@ filled in, is written back as TOML by :func:`to_toml` and stored in the results 
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 import secrets
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ._toml import toml_key, toml_value, tomllib
 from .errors import ConfigError
-from .space import Space, parse_space
-from .strategies import STRATEGIES
-from .strategies.base import check_positive_int
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+from .search.space import Space, parse_space
+from .search.strategies import STRATEGIES
+from .search.strategies.base import check_positive_int
 
 #: The experiment run when ``hpc_hpo run`` is given no file.
 DEFAULT_EXPERIMENT = Path(__file__).with_name("default_experiment.toml")
@@ -337,33 +331,6 @@ def _parse_workers(table: Any) -> WorkersConfig:
 
 # --- writing the resolved config back as TOML -------------------------------------------
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
 def to_dict(config: Config) -> dict[str, Any]:
     """The resolved config as the tables of an experiment file (what :func:`to_toml` writes)."""
     e = config.experiment
@@ -402,18 +369,18 @@ def to_toml(config: Config) -> str:
     """The resolved config as an experiment file that loads back to the same config."""
     data = to_dict(config)
     lines = ["[experiment]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data["experiment"].items()]
+    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in data["experiment"].items()]
     lines += ["", "[space]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data["space"].items()]
+    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in data["space"].items()]
     for table in data["phase"]:
         lines += ["", "[[phase]]"]
         for key, value in table.items():
             if key == "points":
                 lines.append("points = [")
-                lines += [f"  {_toml_value(p)}," for p in value]
+                lines += [f"  {toml_value(p)}," for p in value]
                 lines.append("]")
             else:
-                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+                lines.append(f"{toml_key(key)} = {toml_value(value)}")
     lines += ["", "[workers]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data["workers"].items()]
+    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in data["workers"].items()]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""One exception root for everything hpc_hpo raises on purpose.
+"""One exception root for everything hpc_hpo raises on purpose (and :class:`TrialAbandoned`, which is not an
+error but the signal that ends a trial when the job stops).
 
 Every message names where the problem is, the rule that was broken and the value
 that broke it, in one line: ``space.lr: 'low' must be < 'high' (got low=0.1, high=0.01)``.
@@ -52,3 +53,18 @@ class ResultsWriteError(HpoError):
     """
 
     exit_code = EXIT_RESUMABLE
+
+
+class SearchStoppedError(HpoError):
+    """:func:`hpc_hpo.optimize`: the search stopped before its budget was spent (a stop signal, the time limit, a
+    full disk); every trial that finished is stored, and ``optimize(..., resume=True)`` goes on."""
+
+    exit_code = EXIT_RESUMABLE
+
+
+class TrialAbandoned(BaseException):
+    """The job is ending (a signal, or the master's Stop): the running trial is dropped, not recorded.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that an objective's ``except Exception``
+    cannot swallow it when it is raised inside an inline trial.
+    """

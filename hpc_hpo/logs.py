@@ -40,3 +40,8 @@ def levels(verbosity: int) -> tuple[int, int]:
     master = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(min(verbosity, 1), logging.INFO)
     workers = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
     return master, workers
+
+
+def print_error(message: str) -> None:
+    """The one line a user sees for bad input or a failed run: ``hpc_hpo: error: <message>`` on stderr."""
+    print(f"hpc_hpo: error: {message}", file=sys.stderr, flush=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on this machine, for the job-script tests (tests/test_jobscripts.py).
+# A one-node SLURM cluster on this machine, for the job-script tests (tests/batch/test_jobscripts.py).
 #   scripts/slurm_cluster.sh install      # Debian's slurm-wlm, munge, shellcheck (scripts/debian_packages.sh; as root)
 #   scripts/slurm_cluster.sh start DIR    # munged, slurmctld and slurmd on loopback, state and logs in DIR
 #   scripts/slurm_cluster.sh stop DIR     # stop the daemons started in DIR (by their pid files)

@@ -7,6 +7,10 @@ scripts/setup.sh
 # Debian packages (needs root the first time).
 scripts/debian_packages.sh
 source scripts/env.sh
+# The documentation must build without a warning: a broken link or a page missing from mkdocs.yml fails here.
+site=$(mktemp -d)
+.venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+rm -rf "$site"
 # TensorFlow, SLURM and Chromium are installed: their tests must run, not skip; as root, so must the
 # tests that mount a small file system (a disk that fills up mid-run).
 root=0

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from hpc_hpo.results.lockfile import pid_alive
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,16 +115,6 @@ class CloseFails:
         raise OSError(28, "No space left on device")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @pytest.fixture(autouse=True)
 def _forget_killed_mpiruns():
     """After each test, remove the session directories (``/tmp/ompi.PID``) of mpiruns that no longer run.
@@ -134,7 +126,7 @@ def _forget_killed_mpiruns():
     yield
     for directory in Path(tempfile.gettempdir()).glob("ompi.*"):
         pid = directory.name.partition(".")[2]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(directory, ignore_errors=True)
 
 

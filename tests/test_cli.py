@@ -12,7 +12,7 @@ import time
 import h5py
 import pytest
 
-from hpc_hpo.store import read_results
+from hpc_hpo.results.reader import read_results
 
 from conftest import REPO, hpo, write_experiment
 from experiments import OBJECTIVE, experiment
@@ -333,3 +333,18 @@ def test_in_a_batch_log_the_master_writes_summary_lines_and_no_bar(tmp_path):
     out = hpo(["run", "experiment.toml", "--progress-every", "1"], tmp_path)
     assert out.returncode == 0 and "\r" not in out.stderr and "\x1b[K" not in out.stderr
     assert re.search(r"^\[r00 [\d:]+\] \d+/40 finished \(\d+ failed\), \d+ running", out.stderr, re.M)
+
+
+@pytest.mark.parametrize("ranks", [None, 3])
+def test_without_tensorflow_the_built_in_example_says_how_to_get_it(tmp_path, ranks):
+    """After a plain `pip install hpc_hpo` (no [tf]): one line, exit 2, on every rank."""
+    hidden = tmp_path / "no_tf"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = None  # as if not installed\n")
+    out = hpo(["run"], tmp_path, ranks=ranks, env={"PYTHONPATH": str(hidden)})
+    assert out.returncode == 2, out.output
+    errors = [line for line in out.stderr.splitlines() if line.startswith("hpc_hpo: error:")]
+    assert errors == ["hpc_hpo: error: run: the built-in example experiment (a Keras MLP) needs TensorFlow: pip install "
+                      "'hpc_hpo[tf]' ('hpc_hpo[tf-cpu]' without a GPU), or start a search of your own with python -m "
+                      "hpc_hpo init"], out.output
+    assert "Traceback" not in out.output and not list(tmp_path.glob("*.h5"))

@@ -36,4 +36,4 @@ for f in share mem timing timing_cpu bayes; do python -m hpc_hpo export $f.h5 -o
 python -m hpc_hpo status share.h5 > $W/status_share.txt 2>&1
 grep -h "devices:" $W/*.log | sort | uniq
 python summary.py $W
-cd ../..; timeout 300 python -m pytest -q -x -p no:cacheprovider tests/test_devices.py tests/test_workers_mpi.py tests/test_executor.py > $W/pytest.log 2>&1; echo "pytest rc=$?"; tail -3 $W/pytest.log
+cd ../..; timeout 300 python -m pytest -q -x -p no:cacheprovider tests/trials/test_devices.py tests/trials/test_workers_mpi.py tests/trials/test_executor.py > $W/pytest.log 2>&1; echo "pytest rc=$?"; tail -3 $W/pytest.log

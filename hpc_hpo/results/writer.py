@@ -1,0 +1,368 @@
+"""The master's handle on the results file: buffered rows, flushed when idle or at least every flush interval.
+
+Only the master writes, through :class:`ResultsWriter`. The file is switched to SWMR mode
+once created, so anyone can read it during the run with ``h5py.File(path, "r", swmr=True)``.
+A new file is built under a temporary name and renamed once complete, so the results path
+never holds a half-made file. Resuming (and recovering a file whose writer was killed) is
+:mod:`hpc_hpo.results.resume`. A result counts as stored once flushed; every failed write is a
+:class:`hpc_hpo.errors.ResultsWriteError` (:func:`writing`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .._version import __version__
+from ..errors import ResultsWriteError, StoreError
+from ..search.space import FloatParam, IntParam, Param, Space
+from .layout import (
+    EPOCHS_DTYPE,
+    ERROR_BYTES,
+    FORMAT_VERSION,
+    HOST_BYTES,
+    LIBVER,
+    NAME_BYTES,
+    RUNS_DTYPE,
+    fit_bytes,
+    make_layout,
+    trial_dtype,
+)
+from .records import TrialRecord
+
+log = logging.getLogger(__name__)
+
+
+class ResultsWriter:
+    """The master's handle on the results file. Nothing else writes it during a run."""
+
+    def __init__(self, file: h5py.File, space: Space, slots: int, flush_interval: float = 0.1):
+        self.file = file
+        self.path = Path(file.filename)  # create() corrects it: HDF5 keeps the name a file was made under
+        self.space = space
+        self.dtype = file["trials"].dtype
+        self.flush_interval = flush_interval
+        self._trials = file["trials"]
+        self._running_ds = file["running"]
+        self._metrics = file["metrics"]
+        self._metric_names_ds = file["metric_names"]
+        self._runs = file["runs"]
+        self._epochs = file["epochs"]
+        self._epoch_rows: list[tuple] = []
+        self.metric_names: list[str] = [n.decode() for n in self._metric_names_ds[:]]
+        self._metric_index = {name: i for i, name in enumerate(self.metric_names)}
+        self._encoders = [(p.name, _encoder(p)) for p in space.params]
+        self._bytes: dict[tuple[str, int], bytes] = {}  # host, strategy and status strings, encoded once
+        self._gpus_bytes = self.dtype["gpus"].itemsize  # 32 in files made before GPU ids were kept whole
+        self._rows: list[tuple] = []
+        self._row_metrics: list[dict[str, float]] = []
+        self._slots: list[TrialRecord | None] = [None] * slots
+        self._waiting: list[TrialRecord] = []  # trials to run again that no worker has yet: kept after the slots
+        self._running_dirty = True
+        self._dirty_since: float | None = None
+        self.run_index = -1
+        self._run_clocks = (math.nan, math.nan)  # monotonic and CPU time at start_run
+        self.failed = False  # a write failed: HDF5's own clean-up may crash, the process must skip it
+
+    # -- creating ------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, space: Space, attrs: dict[str, Any], slots: int,
+               overwrite: bool = False, flush_interval: float = 0.1, gpu_labels: Iterable[str] = ()) -> ResultsWriter:
+        """Create the file with its layout and attributes, switch it to SWMR mode, then give it its name.
+
+        It is built as ``.NAME.creating``, beside ``path``, and renamed only when complete: a job
+        killed while creating it leaves no file a resume would stumble on. ``gpu_labels`` (what the
+        ``gpus`` column will hold in this job) widen that column if any is longer than usual.
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise StoreError(f"{path}: cannot create the results file (it already exists)")
+        temporary = path.with_name(f".{path.name}.creating")
+        file = _open_hdf5(temporary, "w", path, "cannot create the results file")
+        try:
+            with writing(path):
+                widest = max((len(label.encode()) for label in gpu_labels), default=0)
+                make_layout(file, trial_dtype(space, widest), slots)
+                file.attrs.update({
+                    "format_version": FORMAT_VERSION,
+                    "hpc_hpo_version": __version__,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "space": json.dumps(space.describe()),
+                    **attrs,
+                })
+                file.swmr_mode = True
+                file.flush()
+        except ResultsWriteError:
+            with contextlib.suppress(Exception):
+                file.close()
+            temporary.unlink(missing_ok=True)  # never renamed: the results path was not touched
+            raise
+        temporary.replace(path)  # an open HDF5 file may be renamed: it is written through its descriptor
+        writer = cls(file, space, slots, flush_interval)
+        writer.path = path
+        return writer
+
+    @classmethod
+    def open(cls, path: str | Path, space: Space, slots: int, flush_interval: float = 0.1,
+             attrs: dict[str, Any] | None = None, waiting: Iterable[TrialRecord] = ()) -> ResultsWriter:
+        """Continue an existing results file (see :mod:`hpc_hpo.results.resume`); running slots start free.
+
+        ``waiting`` (the trials to run again) are written back into /running, after the slots,
+        in the same write that frees the slots, and flushed before this returns: a job killed
+        at any later moment leaves them there for the next resume. ``attrs`` (a raised budget,
+        the config as now resolved) replace the stored ones; the experiment's identity (space,
+        objective, direction) was checked before.
+        """
+        file = _open_hdf5(path, "r+", path, "cannot open the results file for writing")
+        writer = cls(file, space, slots, flush_interval)
+        writer._waiting = list(waiting)
+        try:
+            with writing(writer.path):
+                writer._write_running()
+                for key, value in (attrs or {}).items():
+                    if key not in ("space", "created", "format_version"):
+                        file.attrs[key] = value
+                file.attrs["hpc_hpo_version"] = __version__
+                file.flush()
+                file.swmr_mode = True
+        except ResultsWriteError:
+            writer.abandon()
+            raise
+        return writer
+
+    def start_run(self, world_size: int, workers: int, host: str) -> None:
+        """Add this run's row to /runs; :meth:`close` completes it."""
+        n = self._runs.shape[0]
+        row = np.zeros(1, dtype=RUNS_DTYPE)
+        row[0] = (n, __version__.encode(), time.time(), math.nan, world_size, workers,
+                  fit_bytes(host, HOST_BYTES), 0, -1, math.nan, math.nan)
+        with writing(self.path):
+            self._runs.resize((n + 1,))
+            self._runs[n] = row[0]
+        self.run_index = n
+        self._run_clocks = (time.monotonic(), time.process_time())
+        self.flush()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _text(self, text: str, size: int) -> bytes:
+        encoded = self._bytes.get((text, size))
+        if encoded is None:
+            encoded = self._bytes[text, size] = fit_bytes(text, size)
+        return encoded
+
+    def _row(self, record: TrialRecord) -> tuple:
+        params = record.params
+        if params is None:  # a worker is still choosing this Bayesian trial's point
+            values = [b"" if encode is not None else 0 for _, encode in self._encoders]
+        else:
+            values = [params[name] if encode is None else encode(params[name]) for name, encode in self._encoders]
+        return (
+            record.trial_id, self._text(record.status, 10), math.nan if record.value is None else record.value,
+            record.phase, self._text(record.strategy, 16), record.rank, self._text(record.host, HOST_BYTES),
+            record.t_submit, record.t_start, record.t_end, record.repeat, record.attempt, record.group,
+            record.suggest_seconds,
+            self._gpus(record.gpus), record.memory_mb,
+            fit_bytes(record.error, ERROR_BYTES) if record.error else b"", *values,
+        )
+
+    def _gpus(self, label: str) -> bytes:
+        encoded = self._bytes.get((label, -1))
+        if encoded is None:
+            if len(label.encode()) > self._gpus_bytes:
+                log.warning("%s stores GPU ids in %d bytes (a file from an older hpc_hpo): '%s' is cut short; a new "
+                            "results file keeps them whole", self.path, self._gpus_bytes, label)
+            encoded = self._bytes[label, -1] = fit_bytes(label, self._gpus_bytes)
+        return encoded
+
+    def _touch(self) -> None:
+        if self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+
+    def append(self, record: TrialRecord) -> None:
+        """Queue a finished trial for /trials (written at the next flush)."""
+        self._rows.append(self._row(record))
+        self._row_metrics.append(record.metrics)
+        self._touch()
+
+    def append_epoch(self, trial_id: int, epoch: int, metrics: dict[str, float], when: float) -> None:
+        """Queue the metrics a running trial reported for one epoch (written at the next flush)."""
+        for name, value in metrics.items():
+            self._epoch_rows.append((trial_id, epoch, self._text(name, NAME_BYTES), value, when))
+        self._touch()
+
+    def set_running(self, slot: int, record: TrialRecord | None) -> None:
+        """Show ``record`` as running in ``slot`` (one slot per worker), or free the slot."""
+        self._slots[slot] = record  # encoded at the flush: only the last state of a slot is written
+        self._running_dirty = True
+        self._touch()
+
+    def set_waiting(self, records: list[TrialRecord]) -> None:
+        """Keep these trials (to run again, not yet handed out) in /running, after the workers' slots.
+
+        A job killed before it handed them out leaves them there for the next resume.
+        """
+        self._waiting = list(records)
+        self._running_dirty = True
+        self._touch()
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty_since is not None
+
+    def due(self, idle: bool) -> bool:
+        """Whether to flush now: when idle, or when the oldest unwritten change is too old."""
+        if self._dirty_since is None:
+            return False
+        return idle or time.monotonic() - self._dirty_since >= self.flush_interval
+
+    def flush(self) -> None:
+        """Write what is queued and make it visible to readers; :class:`ResultsWriteError` if the disk refuses."""
+        with writing(self.path):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            n0 = self._trials.shape[0]
+            n1 = n0 + len(self._rows)
+            self._trials.resize((n1,))
+            self._trials[n0:n1] = np.array(self._rows, dtype=self.dtype)
+            self._write_metrics(n0, n1)
+            self._rows.clear()
+            self._row_metrics.clear()
+        if self._epoch_rows:
+            n0 = self._epochs.shape[0]
+            self._epochs.resize((n0 + len(self._epoch_rows),))
+            self._epochs[n0:] = np.array(self._epoch_rows, dtype=EPOCHS_DTYPE)
+            self._epoch_rows.clear()
+        if self._running_dirty:
+            self._write_running()
+        self.file.flush()
+        self._dirty_since = None
+
+    def _write_running(self) -> None:
+        """/running as one write: a slot per worker, then the trials waiting to run again; never smaller
+        than it was (SWMR cannot shrink a dataset; and a shrink before the write could lose rows at a kill)."""
+        records = self._slots + self._waiting
+        size = max(len(records), self._running_ds.shape[0])
+        running = np.zeros(size, dtype=self.dtype)  # status b"": a free slot
+        for i, record in enumerate(records):
+            if record is not None:
+                running[i] = self._row(record)
+        if self._running_ds.shape[0] != size:
+            self._running_ds.resize((size,))
+        self._running_ds[:] = running
+        self._running_dirty = False
+
+    def _write_metrics(self, n0: int, n1: int) -> None:
+        new = [name for m in self._row_metrics for name in m if name not in self._metric_index]
+        for name in dict.fromkeys(new):
+            self._metric_index[name] = len(self.metric_names)
+            self.metric_names.append(name)
+        k = len(self.metric_names)
+        if k == 0:
+            return
+        if len(self.metric_names) != self._metric_names_ds.shape[0]:
+            self._metric_names_ds.resize((k,))
+            self._metric_names_ds[:] = np.array([n.encode()[:NAME_BYTES] for n in self.metric_names])
+        if not any(self._row_metrics) and self._metrics.shape[1] == k:
+            self._metrics.resize((n1, k))  # rows of NaN (the fill value)
+            return
+        block = np.full((n1 - n0, k), np.nan)
+        for i, metrics in enumerate(self._row_metrics):
+            for name, value in metrics.items():
+                block[i, self._metric_index[name]] = value
+        self._metrics.resize((n1, k))
+        self._metrics[n0:n1, :] = block
+
+    def close(self, exit_code: int, trials: int) -> None:
+        """Flush, complete this run's row in /runs, and close the file (once: later calls do nothing).
+
+        The row's ``loop_seconds`` and ``master_cpu_seconds`` run from :meth:`start_run` until every
+        row was written. A failed write, the last flush or HDF5's own writes while closing, raises
+        :class:`ResultsWriteError`.
+        """
+        if not self.file.id.valid:
+            return
+        try:
+            self.flush()  # every row first: a reader that sees the run ended sees all it wrote
+            if self.run_index >= 0:
+                with writing(self.path):
+                    row = self._runs[self.run_index]
+                    row["t_end"], row["exit_code"], row["trials"] = time.time(), exit_code, trials
+                    row["loop_seconds"] = time.monotonic() - self._run_clocks[0]
+                    row["master_cpu_seconds"] = time.process_time() - self._run_clocks[1]
+                    self._runs[self.run_index] = row
+                    self.file.flush()
+        except ResultsWriteError:
+            self.abandon()
+            raise
+        try:
+            with writing(self.path):
+                self.file.close()
+        except ResultsWriteError:
+            self.failed = True
+            raise
+
+    def abandon(self) -> None:
+        """Close the file after a failed write, as far as HDF5 still can; what was flushed before is safe."""
+        self.failed = True
+        with contextlib.suppress(Exception):
+            self.file.close()
+
+
+def _open_hdf5(where: str | Path, mode: str, path: str | Path, failing: str) -> h5py.File:
+    """Open ``where`` for writing; a full disk is a :class:`ResultsWriteError` (resumable), anything else bad input."""
+    try:
+        return h5py.File(where, mode, libver=LIBVER, locking="best-effort")
+    except (OSError, ValueError) as exc:
+        if _disk_full(exc):
+            raise ResultsWriteError(f"cannot write {path} ({_system_reason(exc)})") from None
+        raise StoreError(f"{path}: {failing} ({exc})") from None
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn a failed write into :class:`ResultsWriteError` (h5py reports a failed write(2) as OSError or RuntimeError)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        raise ResultsWriteError(f"cannot write {path} ({_system_reason(exc)})") from exc
+
+
+def _system_reason(exc: BaseException) -> str:
+    """``No space left on device``: the system's words for a failed write, out of h5py's long message."""
+    if getattr(exc, "errno", None):
+        return os.strerror(exc.errno)
+    text = str(exc)
+    if "error message = '" in text:
+        return text.split("error message = '", 1)[1].split("'")[0]
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk or the quota is full (resumable once there is room)."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return os.strerror(errno.ENOSPC) in text or os.strerror(errno.EDQUOT) in text
+
+
+def _encoder(param: Param):
+    """How a parameter value goes into its column: None when it goes in as it is."""
+    if isinstance(param, (FloatParam, IntParam)) or param.kind != "str":
+        return None
+    return lambda value: str(value).encode()

@@ -1,0 +1,460 @@
+"""The master's logic as a pure state machine: ``handle(event, now) -> instructions``.
+
+The scheduler decides which trial each free worker runs, keeps the budget of every phase,
+records results, and stops the workers when the budget is spent or the objective looks
+broken. It does no I/O and knows nothing of MPI or HDF5: the master driver turns messages
+into events and carries out the instructions, so this logic is tested without MPI.
+Events and instructions are NamedTuples, cheap enough to make several per trial.
+
+Bayesian trials: the worker chooses the point. The scheduler keeps every finished trial in
+``history`` and, per worker, how much of it that worker has seen; a Bayesian task carries
+only the unseen part and the points running elsewhere, so the master's work per result does
+not grow with the history. The worker reports its point (``TrialStarted``) before it
+evaluates it. With ``sequential = true`` (the default) no two workers choose at once, so each
+choice sees every pending point and workers never propose the same point.
+
+Repeats: each point of a phase with ``repeats = r`` is evaluated r times, on different
+workers where possible. Repeat 0 is the trial that proposed it; its id is the ``group``.
+
+A worker whose result says it *retires* (its trial process could not start, again and again)
+is stopped and the search goes on with the others; when none is left and work remains, the
+search fails. :meth:`Scheduler.shutdown` ends the search early (a signal, the time limit):
+nothing more is handed out, results still arriving are recorded, running trials stay running.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from ..config import Config, PhaseConfig
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE
+from ..results.records import DONE, FAILED, RUNNING, TrialRecord
+from ..search.strategies import STRATEGIES, Strategy
+from .protocol import Result
+
+#: Near a deadline, the next trial is expected to take the longest of the recent ones times
+#: (1 + DURATION_SLACK), plus DURATION_SLACK_SECONDS.
+DURATION_SLACK = 0.1
+DURATION_SLACK_SECONDS = 1.0
+
+# --- events: what happened ---------------------------------------------------------------
+
+
+class WorkerReady(NamedTuple):
+    """A worker has said Hello and waits for its first task."""
+
+    rank: int
+    host: str
+    gpus: str = ""
+
+
+class TrialStarted(NamedTuple):
+    """A worker chose the point of its Bayesian trial and is evaluating it now."""
+
+    rank: int
+    trial_id: int
+    params: dict
+    suggest_seconds: float
+
+
+class TrialFinished(NamedTuple):
+    """A worker sent back the result of its trial."""
+
+    rank: int
+    result: Result
+
+
+# --- instructions: what the driver must do -------------------------------------------------
+
+
+class Suggest(NamedTuple):
+    """What a worker needs to choose a Bayesian point: unseen results and running points."""
+
+    observations: list  # [(params, value or None if failed)] the worker has not seen yet
+    pending: list  # [params] evaluated elsewhere right now or queued as repeats
+
+
+class Dispatch(NamedTuple):
+    """Send this trial to its worker (``trial.rank``) and show it as running.
+
+    ``trial.params`` is None when the worker chooses the point (``suggest`` says from what).
+    """
+
+    trial: TrialRecord
+    suggest: Suggest | None = None
+
+
+class ShowRunning(NamedTuple):
+    """The running trial changed (its worker chose its point): show it anew."""
+
+    trial: TrialRecord
+
+
+class Record(NamedTuple):
+    """Store this finished trial."""
+
+    trial: TrialRecord
+
+
+class StopWorker(NamedTuple):
+    """Tell this worker to exit with ``exit_code``."""
+
+    rank: int
+    exit_code: int
+
+
+class _Repeat(NamedTuple):
+    group: int
+    repeat: int
+    params: dict
+    phase: int
+    strategy: str
+
+
+@dataclass
+class PhaseRun:
+    """A phase during the run: its strategy and how many points it has proposed."""
+
+    config: PhaseConfig
+    strategy: Strategy
+    issued: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.issued >= self.config.trials
+
+
+def build_phases(config: Config) -> list[PhaseRun]:
+    """One strategy per phase, each with its own random stream derived from the seed."""
+    runs = []
+    for phase in config.phases:
+        rng = np.random.default_rng([config.experiment.seed, phase.index])
+        strategy = STRATEGIES[phase.strategy](config.space, phase.options, rng)
+        runs.append(PhaseRun(phase, strategy))
+    return runs
+
+
+@dataclass
+class Progress:
+    """Counts the master shows and stores: how far the search is and the best so far."""
+
+    budget: int
+    issued: int = 0
+    done: int = 0
+    failed: int = 0
+    best_value: float | None = None
+    best_trial: int | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+
+@dataclass
+class Scheduler:
+    """Pure master logic. Feed it events; carry out the instructions it returns."""
+
+    phases: list[PhaseRun]
+    minimize: bool = True
+    max_initial_failures: int = 10
+    #: No trial starts unless it is expected to end by then (UNIX seconds; None: no limit).
+    deadline: float | None = None
+    progress: Progress = field(init=False)
+    running: dict[int, TrialRecord] = field(default_factory=dict, init=False)
+    hosts: dict[int, str] = field(default_factory=dict, init=False)
+    gpus: dict[int, str] = field(default_factory=dict, init=False)
+    stopped: set[int] = field(default_factory=set, init=False)
+    #: Workers that retired (rank -> why); they are stopped too.
+    retired: dict[int, str] = field(default_factory=dict, init=False)
+    exit_code: int = field(default=EXIT_OK, init=False)
+    error: str = field(default="", init=False)
+    #: Every finished trial as (params, value or None), in order: what Bayesian workers learn from.
+    history: list[tuple[dict, float | None]] = field(default_factory=list, init=False)
+    _seen: dict[int, int] = field(default_factory=dict, init=False)
+    _choosing: set[int] = field(default_factory=set, init=False)
+    _idle: deque = field(default_factory=deque, init=False)
+    _repeats: deque = field(default_factory=deque, init=False)
+    _reruns: deque = field(default_factory=deque, init=False)  # trials a resumed job runs again first
+    _group_ranks: dict[int, set[int]] = field(default_factory=dict, init=False)
+    _next_id: int = field(default=0, init=False)
+    _stopping: bool = field(default=False, init=False)
+    #: Durations of the last trials: how long the next one is expected to take.
+    _durations: deque = field(default_factory=lambda: deque(maxlen=20), init=False)
+    #: Set when the deadline left no time for the next trial.
+    out_of_time: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.progress = Progress(budget=sum(p.config.runs for p in self.phases))
+
+    @classmethod
+    def from_config(cls, config: Config, deadline: float | None = None) -> Scheduler:
+        e = config.experiment
+        return cls(build_phases(config), minimize=e.minimize, max_initial_failures=e.max_initial_failures,
+                   deadline=deadline)
+
+    @property
+    def finished(self) -> bool:
+        """Every worker that joined has been stopped (so no trial is still running)."""
+        return len(self.stopped) == len(self.hosts) > 0
+
+    def handle(self, event, now: float) -> list:
+        if type(event) is TrialFinished:
+            instructions = self._on_result(event.rank, event.result, now)
+            if event.result.retire:
+                self._retire(event.rank, event.result.retire, instructions)
+            elif event.rank not in self.stopped:  # a result that arrives after a shutdown is only recorded
+                self._idle.append(event.rank)  # behind the workers that have waited longer
+        elif type(event) is TrialStarted:
+            instructions = self._on_started(event)
+        elif type(event) is WorkerReady:
+            self.hosts[event.rank] = event.host
+            self.gpus[event.rank] = event.gpus
+            self._seen[event.rank] = 0
+            instructions = []
+            self._idle.append(event.rank)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+        if self._idle:
+            self._wake_idle(now, instructions)
+        return instructions
+
+    def restore(self, trials: list[TrialRecord], rerun: list[TrialRecord], next_id: int) -> None:
+        """Continue a search from its results file (before any worker is ready).
+
+        ``trials`` (finished) count towards the budget and teach the strategies; the phase plan
+        goes on after the points already proposed (a phase's own strategy replays its proposals,
+        so its random stream continues where it was); ``rerun`` (running when the last job
+        ended) are handed out first, each with the next attempt number; missing repeats of a
+        point are queued again.
+        """
+        points: dict[int, int] = {}
+        present: dict[int, set[int]] = {}
+        for record in (*trials, *rerun):
+            if record.repeat == 0:
+                points[record.phase] = points.get(record.phase, 0) + 1
+            present.setdefault(record.group, set()).add(record.repeat)
+            self._group_ranks.setdefault(record.group, set()).add(record.rank)
+        for phase in self.phases:
+            phase.issued = points.get(phase.config.index, 0)
+            if not phase.strategy.suggests_on_worker:
+                for _ in range(min(phase.issued, phase.config.trials)):
+                    if phase.strategy.ask() is None:
+                        break
+        self.progress.issued = len(trials) + len(rerun)
+        for record in trials:
+            if record.params is None:  # outside a space changed with --force: stored, but not learned from
+                continue
+            self.history.append((record.params, record.value))
+            self._count(record)
+            if 1 <= record.phase <= len(self.phases):
+                phase = self.phases[record.phase - 1]
+                if not phase.strategy.suggests_on_worker:
+                    phase.strategy.tell(record.params, record.value)
+        for record in (*trials, *rerun):  # points whose repeats were not all handed out
+            if record.repeat == 0 and record.params is not None and 1 <= record.phase <= len(self.phases):
+                for repeat in range(1, self.phases[record.phase - 1].config.repeats):
+                    if repeat not in present[record.group]:
+                        self._repeats.append(_Repeat(record.group, repeat, record.params, record.phase,
+                                                     record.strategy))
+        self._reruns.extend(rerun)
+        self._next_id = max(self._next_id, next_id)
+
+    def stop(self, exit_code: int, error: str = "") -> None:
+        """Hand out no more trials; running ones finish, then their workers stop."""
+        if not self._stopping:
+            self._stopping = True
+            self.exit_code, self.error = exit_code, error
+            self._repeats.clear()
+
+    def shutdown(self, exit_code: int) -> list[int]:
+        """End the search now: hand out nothing more, and count every worker as stopped (the driver tells
+        them; their running trials stay running, to run again on resume). Returns the ranks to tell."""
+        self.stop(exit_code)
+        ranks = sorted(r for r in self.hosts if r not in self.stopped)
+        self.stopped.update(ranks)
+        self._idle.clear()
+        return ranks
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_started(self, event: TrialStarted) -> list:
+        trial = self.running.get(event.rank)
+        if trial is None or trial.trial_id != event.trial_id or trial.params is not None:
+            raise RuntimeError(f"rank {event.rank} chose a point for trial {event.trial_id}, but it was running {trial!r}")
+        trial = trial._replace(params=event.params, suggest_seconds=event.suggest_seconds)
+        self.running[event.rank] = trial
+        self._choosing.discard(event.rank)
+        self._queue_repeats(trial)
+        return [ShowRunning(trial)]
+
+    def _on_result(self, rank: int, result: Result, now: float) -> list:
+        trial = self.running.pop(rank, None)
+        if trial is None or trial.trial_id != result.trial_id or trial.params is None:
+            raise RuntimeError(f"rank {rank} returned trial {result.trial_id}, but it was running {trial!r}")
+        status = result.status or (FAILED if result.error else DONE)
+        value = result.value if status == DONE else None
+        record = trial._replace(status=status, t_start=result.t_start, t_end=result.t_end, value=value,
+                                metrics=result.metrics, error=result.error, memory_mb=result.memory_mb)
+        self.history.append((trial.params, value))
+        if now >= trial.t_submit:  # on the master's clock, from hand-out to result: the step and the messages too
+            self._durations.append(now - trial.t_submit)
+        self._count(record)
+        phase = self.phases[trial.phase - 1]
+        if not phase.strategy.suggests_on_worker:
+            phase.strategy.tell(trial.params, value)
+        return [Record(record)]
+
+    def _retire(self, rank: int, reason: str, instructions: list) -> None:
+        """Stop a worker that can no longer run trials; fail the search if it was the last one and work remains."""
+        self.retired[rank] = reason
+        self.stopped.add(rank)
+        if len(self.stopped) == len(self.hosts) and self._more_work_may_come():
+            self.stop(EXIT_FAILED, f"no worker left to run trials: every worker retired (the last, rank {rank} on "
+                                   f"{self.hosts.get(rank, '?')}: {reason})")
+        instructions.append(StopWorker(rank, self.exit_code))
+
+    def _count(self, record: TrialRecord) -> None:
+        p = self.progress
+        if record.status != DONE:  # failed or timed out
+            p.failed += 1
+            if self.max_initial_failures and p.done == 0 and p.failed >= self.max_initial_failures:
+                self.stop(EXIT_FAILED, f"the first {p.failed} trials all failed; the objective looks broken. "
+                                       f"Last error: {record.error.splitlines()[0]}")
+            return
+        p.done += 1
+        value = record.value
+        if p.best_value is None or (value < p.best_value if self.minimize else value > p.best_value):
+            p.best_value, p.best_trial = value, record.trial_id
+
+    # -- handing out work --------------------------------------------------------------------
+
+    @property
+    def waiting_reruns(self) -> tuple[TrialRecord, ...]:
+        """Trials of a resumed search still to run again, not yet handed out."""
+        return tuple(self._reruns)
+
+    def expected_duration(self) -> float:
+        """How long the next trial is expected to take, hand-out to result: the longest of the last
+        20, plus a tenth and a second for jitter (0 before any). Cutting a trial off loses all of it;
+        this slack loses a little of the job's end."""
+        if not self._durations:
+            return 0.0
+        return max(self._durations) * (1 + DURATION_SLACK) + DURATION_SLACK_SECONDS
+
+    def _check_time(self, now: float) -> None:
+        """Stop handing out trials once the next one would not end before the deadline."""
+        if self.deadline is None or self._stopping or now + self.expected_duration() <= self.deadline:
+            return
+        if self._more_work_may_come():
+            self.out_of_time = True
+            self.stop(EXIT_RESUMABLE)
+
+    def _assign(self, rank: int, now: float, instructions: list) -> None:
+        """Give ``rank`` a trial, or let it wait for work that may still come, or stop it."""
+        self._check_time(now)
+        dispatch = self._work_for(rank, now)
+        if dispatch is not None:
+            instructions.append(dispatch)
+        elif self._more_work_may_come():
+            self._idle.append(rank)
+        else:
+            self.stopped.add(rank)
+            instructions.append(StopWorker(rank, self.exit_code))
+
+    def _wake_idle(self, now: float, instructions: list) -> None:
+        """Offer work to the free workers, longest waiting first; those still without wait on."""
+        for _ in range(len(self._idle)):
+            self._assign(self._idle.popleft(), now, instructions)
+
+    def _more_work_may_come(self) -> bool:
+        if self._stopping:
+            return False
+        if self._reruns or self._repeats or any(not phase.exhausted for phase in self.phases):
+            return True
+        # A point still being chosen may bring repeats with it.
+        return any(self.phases[self.running[r].phase - 1].config.repeats > 1 for r in self._choosing)
+
+    def _work_for(self, rank: int, now: float) -> Dispatch | None:
+        if self._stopping:
+            return None
+        if self._reruns:
+            return self._dispatch_rerun(self._reruns.popleft(), rank, now)
+        repeat = self._take_repeat(rank, other_workers_only=True)
+        if repeat is not None:
+            return self._dispatch_repeat(repeat, rank, now)
+        for phase in self.phases:
+            if phase.exhausted:
+                continue
+            if phase.strategy.suggests_on_worker:
+                if phase.config.options.get("sequential", True) and self._choosing:
+                    break  # another worker is choosing: wait for its point, then choose knowing it
+                return self._dispatch_suggest(phase, rank, now)
+            params = phase.strategy.ask()
+            if params is None:  # the strategy ran dry before its budget: drop the rest of it
+                self.progress.budget -= (phase.config.trials - phase.issued) * phase.config.repeats
+                phase.issued = phase.config.trials
+                continue
+            trial = self._new_trial(phase, rank, params, now)
+            self._queue_repeats(trial)
+            return Dispatch(trial)
+        repeat = self._take_repeat(rank, other_workers_only=False)
+        return None if repeat is None else self._dispatch_repeat(repeat, rank, now)
+
+    def _start(self, rank: int, now: float, **fields) -> TrialRecord:
+        """A trial running on ``rank`` from ``now`` (its host and GPUs filled in), recorded as that worker's."""
+        trial = TrialRecord(status=RUNNING, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
+                            gpus=self.gpus.get(rank, ""), **fields)
+        self.running[rank] = trial
+        return trial
+
+    def _new_trial(self, phase: PhaseRun, rank: int, params: dict | None, now: float) -> TrialRecord:
+        phase.issued += 1
+        self.progress.issued += 1
+        trial_id, self._next_id = self._next_id, self._next_id + 1
+        trial = self._start(rank, now, trial_id=trial_id, params=params, phase=phase.config.index,
+                            strategy=phase.config.strategy, group=trial_id)
+        if phase.config.repeats > 1:
+            self._group_ranks[trial_id] = {rank}
+        return trial
+
+    def _dispatch_suggest(self, phase: PhaseRun, rank: int, now: float) -> Dispatch:
+        seen = self._seen[rank]
+        observations = self.history[seen:]
+        self._seen[rank] = len(self.history)
+        pending = [t.params for t in self.running.values() if t.params is not None]
+        pending += [r.params for r in self._repeats]
+        self._choosing.add(rank)
+        return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, pending))
+
+    def _dispatch_rerun(self, previous: TrialRecord, rank: int, now: float) -> Dispatch:
+        trial = self._start(rank, now, trial_id=previous.trial_id, params=previous.params, phase=previous.phase,
+                            strategy=previous.strategy, repeat=previous.repeat, attempt=previous.attempt + 1,
+                            group=previous.group, suggest_seconds=previous.suggest_seconds)
+        return Dispatch(trial)
+
+    def _queue_repeats(self, trial: TrialRecord) -> None:
+        for repeat in range(1, self.phases[trial.phase - 1].config.repeats):
+            self._repeats.append(_Repeat(trial.group, repeat, trial.params, trial.phase, trial.strategy))
+
+    def _take_repeat(self, rank: int, other_workers_only: bool) -> _Repeat | None:
+        for i, repeat in enumerate(self._repeats):
+            if not other_workers_only or rank not in self._group_ranks.get(repeat.group, ()):
+                del self._repeats[i]
+                return repeat
+        return None
+
+    def _dispatch_repeat(self, repeat: _Repeat, rank: int, now: float) -> Dispatch:
+        self.progress.issued += 1
+        trial_id, self._next_id = self._next_id, self._next_id + 1
+        trial = self._start(rank, now, trial_id=trial_id, params=repeat.params, phase=repeat.phase,
+                            strategy=repeat.strategy, repeat=repeat.repeat, group=repeat.group)
+        if repeat.repeat == self.phases[repeat.phase - 1].config.repeats - 1:
+            self._group_ranks.pop(repeat.group, None)  # the group's last repeat: nothing left to spread
+        else:
+            self._group_ranks.setdefault(repeat.group, set()).add(rank)
+        return Dispatch(trial)
+

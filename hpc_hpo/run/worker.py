@@ -1,0 +1,236 @@
+"""The worker driver: turns the master's messages into trials and results.
+
+:class:`Worker` holds the logic (Join first; Setup -> Hello, Task -> [Suggested] -> [Epoch...] -> Result) and replies
+through the ``send`` it is given, so it serves both the MPI loop in :func:`run_worker` and
+the one-process run, where :class:`hpc_hpo.run.comm.LocalComm` hands it messages directly.
+The Gaussian-process code is imported during set-up when the experiment has a phase whose
+points are chosen on the workers (all workers import it at once, before the first trial,
+rather than one after another on their first Bayesian task), and never otherwise.
+
+At set-up the worker applies its device binding (GPUs, threads) to its environment before
+anything can import TensorFlow, then starts its executor. A rank that is a non-leading
+member of a GPU group (``gpus_per_trial > 1``), or a spare, loads nothing and only waits
+for Stop. So does a worker that *retired*: its trial process failed to start
+``MAX_START_FAILURES`` times in a row (a sick node); it says so with the last result, and the
+search goes on with the other workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import EXIT_INTERRUPTED, EXIT_RESUMABLE, ObjectiveImportError, StartupTimeoutError, TrialAbandoned
+from ..search.strategies import STRATEGIES
+from ..trials.devices import Binding, Place, apply_binding, here
+from ..trials.executor import InlineExecutor, ProcessExecutor, choose_executor
+from ..trials.objective import TrialContext
+from .comm import MASTER, Backoff, Comm
+from .options import Ended
+from .protocol import Bye, Epoch, Hello, Interrupted, Join, Message, Result, Setup, Stop, Suggested, Task, this_install
+from .signals import StopRequest
+
+log = logging.getLogger(__name__)
+
+#: A worker whose trial process fails to start this many times in a row takes no more trials.
+MAX_START_FAILURES = 3
+
+
+class Worker:
+    """One worker's state: the experiment, the executor that runs trials, its Bayesian replica."""
+
+    def __init__(self, rank: int, send: Callable[[Message], None], host: str | None = None):
+        self.rank = rank
+        self.send = send
+        self.host = host or socket.gethostname()
+        self.config = None
+        self.binding = Binding(rank)
+        self.executor: InlineExecutor | ProcessExecutor | None = None
+        self.retired = ""  # why this worker takes no more trials ("" while it does)
+        self._suggester = None
+        #: Set by the driver: the process's stop request, and what a trial in a child asks to know
+        #: whether the job is ending (a signal, or the master's Stop).
+        self.stop_request: StopRequest | None = None
+        self.abandon: Callable[[], bool] | None = None
+
+    def join(self, place: Place) -> None:
+        """Tell the master this rank has started, which install it runs and where: the first message."""
+        self.send(Join.of(place))
+
+    def handle(self, message: Message) -> None:
+        """Act on a message from the master; replies go out through ``send``."""
+        if isinstance(message, Task):
+            self.run_task(message)
+        elif isinstance(message, Setup):
+            self.send(self.setup(message))
+        elif isinstance(message, Stop):
+            self.stop(message)
+        else:
+            raise TypeError(f"rank {self.rank}: unexpected message {message!r}")
+
+    def setup(self, setup: Setup) -> Hello:
+        """Load the objective; report any failure in the Hello instead of crashing.
+
+        The master compared the installs when this rank joined; a Setup from another install
+        (a master that did not) is not unpacked at all.
+        """
+        if (setup.version, setup.protocol) != this_install():
+            return Hello(self.rank, self.host, os.getpid(), error=(
+                f"rank {self.rank} on {self.host} runs hpc_hpo {this_install()[0]} (protocol {this_install()[1]}) but "
+                f"the master runs {setup.version} (protocol {setup.protocol}); install one version everywhere"))
+        self.config, binding = setup.unpack()
+        if binding is not None:
+            self.binding = binding
+        apply_binding(self.binding)
+        if not self.binding.takes_trials:
+            return Hello(self.rank, self.host, os.getpid())
+        error = ""
+        try:
+            self.executor = self._make_executor()
+        except StartupTimeoutError:
+            error = (f"workers.startup_timeout: worker rank {self.rank} ({self.host}) did not finish importing the "
+                     f"objective within {self.config.workers.startup_timeout:g} s")  # as the master would say
+        except ObjectiveImportError as exc:
+            error = f"{exc} on rank {self.rank} ({self.host})"
+        if not error and any(STRATEGIES[phase.strategy].suggests_on_worker for phase in self.config.phases):
+            self._suggester = self._make_suggester()
+        return Hello(self.rank, self.host, os.getpid(), error=error)
+
+    def stop(self, message: Stop) -> None:
+        """The master's Stop: end the executor; after a shutdown (exit code 3) say Bye, so the master may end."""
+        self.close()
+        if message.exit_code == EXIT_RESUMABLE:
+            self.send(Bye(self.rank))
+
+    def _make_executor(self) -> InlineExecutor | ProcessExecutor:
+        experiment, workers = self.config.experiment, self.config.workers
+        kind = choose_executor(workers.executor, experiment.objective, self.config.base_dir)
+        log.debug("runs trials %s", "in a child process" if kind == "process" else "inline")
+        if kind == "inline":
+            return InlineExecutor(experiment.objective, self.config.base_dir)
+        return ProcessExecutor(experiment.objective, self.config.base_dir, trial_timeout=workers.trial_timeout,
+                               max_trials_per_process=workers.max_trials_per_process,
+                               max_process_memory_mb=workers.max_process_memory_mb,
+                               startup_timeout=workers.startup_timeout)
+
+    def run_task(self, task: Task) -> None:
+        """Run one trial and send its Result; a trial handed out just after a stop signal is not started
+        (:class:`TrialAbandoned`: it runs on resume), so Ctrl-C between two trials never waits for a third."""
+        if self.stop_request is not None and self.stop_request.requested:
+            raise TrialAbandoned
+        params = task.params if task.suggest is None else self.choose(task)
+        experiment = self.config.experiment
+        context = TrialContext(
+            trial_id=task.trial_id, params=params, rank=self.rank, host=self.host, phase=task.phase,
+            strategy=task.strategy, experiment=experiment.name, experiment_seed=experiment.seed,
+            workdir_root=experiment.workdir, gpus=self.binding.gpus,
+        )
+        trial_id, send = task.trial_id, self.send
+
+        def report(epoch: int, metrics: dict) -> None:
+            send(Epoch(trial_id, epoch, metrics, time.time()))
+
+        t_start = time.time()
+        inline = isinstance(self.executor, InlineExecutor) and self.stop_request is not None
+        if inline:
+            self.stop_request.in_inline_trial = True
+        try:
+            outcome = self.executor.run(dict(params), context, report, self.abandon)
+        finally:
+            if inline:
+                self.stop_request.in_inline_trial = False
+        t_end = time.time()
+        log.debug("trial %d %s in %.3fs", task.trial_id, outcome.status, t_end - t_start)
+        failures = getattr(self.executor, "start_failures", 0)
+        if failures >= MAX_START_FAILURES:
+            self.retired = (f"its trial process failed to start {failures} times in a row (last: "
+                            f"{outcome.error.splitlines()[0]})")
+            log.warning("retiring: %s", self.retired)
+        self.send(Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end,
+                         outcome.status, outcome.memory_mb, self.retired))
+        if self.retired:
+            self.close()  # after the result: the master hands the trial's work to the others at once
+
+    def choose(self, task: Task) -> dict:
+        """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
+        if self._suggester is None:
+            self._suggester = self._make_suggester()
+        observations, pending = task.suggest
+        started = time.perf_counter()
+        self._suggester.update(observations)
+        params = self._suggester.suggest(pending, self.config.phases[task.phase - 1].options)
+        seconds = time.perf_counter() - started
+        log.debug("trial %d: chose %s in %.3fs from %d observations", task.trial_id, params, seconds,
+                  self._suggester.observations)
+        self.send(Suggested(task.trial_id, params, seconds))
+        return params
+
+    def _make_suggester(self):
+        from ..search.gp.suggester import BayesSuggester
+
+        experiment = self.config.experiment
+        rng = np.random.default_rng([experiment.seed, 0, self.rank])  # this worker's own stream
+        return BayesSuggester(self.config.space, experiment.minimize, rng)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
+
+
+def run_worker(comm: Comm) -> Ended:
+    """Join, then serve the master until it says Stop; return the exit code it gives, and why.
+
+    A stop signal (:mod:`hpc_hpo.run.signals`) drops the running trial (its result is not sent:
+    the master re-runs it on resume), tells the master (``Interrupted``), and waits for its
+    Stop; a Stop that arrives while a trial runs in a child drops that trial too. After a
+    shutdown's Stop the worker says ``Bye``, so the master knows it may end.
+    """
+    worker = Worker(comm.rank, send=lambda message: comm.send(message, MASTER))
+    stop_request = worker.stop_request = StopRequest(on_second=lambda signum: comm.abort(EXIT_INTERRUPTED)).install()
+    worker.join(here(comm.rank))
+    received_during_trial: list[Message] = []  # a Stop that came while a trial ran in a child
+
+    def abandon() -> bool:
+        if stop_request.requested:
+            return True
+        received = comm.poll()
+        if received is not None:
+            received_during_trial.append(received[1])
+        return bool(received_during_trial) and isinstance(received_during_trial[0], Stop)
+
+    worker.abandon = abandon
+    # A worker polls only between its trials, when the master's answer is due within milliseconds:
+    # sleeps of at most 2 ms (not 10) took about a point of utilisation back with 1-second trials.
+    backoff = Backoff(spin=0.001, max_sleep=0.002)
+    told_master = False
+    while True:
+        if received_during_trial:
+            message = received_during_trial.pop(0)
+        else:
+            received = comm.poll()
+            if received is None:
+                if stop_request.requested and not told_master:
+                    log.info("got %s: dropping the running trial (it runs again on --resume)", stop_request.name)
+                    comm.send(Interrupted(stop_request.signum), MASTER)
+                    told_master = True
+                backoff.wait()
+                continue
+            message = received[1]
+        backoff.reset()
+        if isinstance(message, Stop):
+            worker.stop(message)
+            return Ended(message.exit_code, message.reason)
+        if stop_request.requested:
+            continue  # the job is ending: no new work
+        try:
+            worker.handle(message)
+        except TrialAbandoned:
+            continue  # nothing is sent for a dropped trial
+        if not worker.binding.takes_trials or worker.retired:  # only Stop will come
+            backoff = Backoff(spin=0.0, max_sleep=0.1)

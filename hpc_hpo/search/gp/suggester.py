@@ -1,0 +1,182 @@
+"""The worker's Bayesian step: a replica of the search history and the point it suggests next.
+
+The master sends each worker only what it has not seen yet (``update``) and the points
+running elsewhere (``suggest(pending)``). The replica averages repeated evaluations of a
+point, fits the GP on the standardised averages, adds the pending points as fantasies
+(kriging believer: each pending point is believed to score the GP's mean there, and the
+incumbent includes those beliefs, so the acquisition vanishes at every pending point), and
+maximises the acquisition. It never proposes a point already observed, nor one within 1% of
+the unit-cube diagonal of a point another worker is evaluating right now (that information
+is on its way; refining near finished points is how the search converges, and is allowed).
+
+Failed trials are not skipped: a point whose evaluations all failed is imputed the worst
+value observed so far, so the search steers away from regions that crash (a learning rate
+that diverges) instead of proposing them again.
+
+Hyperparameters are refitted (from the previous fit as a warm start, and every tenth time
+also from the default) at every step while there are at most ``ALWAYS_REFIT_BELOW`` points,
+then every ``REFIT_EVERY`` steps or when the history has grown by a fifth; in between the
+posterior is rebuilt with the last hyperparameters, one Cholesky. Large histories: the fit
+uses at most ``MAX_FIT`` points (the best quarter plus a random spread of the rest) and the
+posterior at most ``MAX_POSTERIOR`` chosen the same way, so a suggestion stays well under a
+second at 2,000 observations while the best region keeps every point.
+
+The step runs with one BLAS thread: its matrices are small (at most a few hundred rows), where
+threads cost more than they give, and several workers share a node. With OpenBLAS's default
+threads, 8 workers on 2 cores took 144 ms per step instead of 60. The objective keeps the
+threads it had.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from ..bayes_options import DEFAULTS as DEFAULT_OPTIONS
+from ..space import Space
+from .encoding import Encoding
+from .model import GaussianProcess
+from .optimize import ranked_points
+from .warping import transform
+
+log = logging.getLogger(__name__)
+
+#: No suggestion closer to a pending point than this fraction of the unit-cube diagonal.
+PENDING_RADIUS = 0.01
+MAX_FIT = 200
+MAX_POSTERIOR = 1000
+#: Finished points needed before the GP is trusted; until then, quasi-random exploration.
+MIN_POINTS = 3
+FIT_MAXITER = 60
+FRESH_START_EVERY = 10
+ALWAYS_REFIT_BELOW = 100
+REFIT_EVERY = 5
+TOP_FOR_LOCAL_SEARCH = 5
+
+
+@dataclass
+class _Point:
+    params: dict[str, Any]
+    total: float = 0.0
+    successes: int = 0
+    failures: int = 0
+
+
+class BayesSuggester:
+    """A replica of the history (values to minimise) and the GP step over it."""
+
+    def __init__(self, space: Space, minimize: bool, rng: np.random.Generator):
+        self.space = space
+        self.encoding = Encoding(space)
+        self.sign = 1.0 if minimize else -1.0
+        self.rng = rng
+        self._points: dict[tuple, _Point] = {}
+        self._theta: np.ndarray | None = None
+        self._fits = 0
+        self._fitted_points = 0
+        self._since_fit = 0
+        self.observations = 0
+        self._threadpools = ThreadpoolController()
+
+    def update(self, observations: Iterable[tuple[Mapping[str, Any], float | None]]) -> None:
+        """Add finished trials (params, value or None if the trial failed) to the replica."""
+        for params, value in observations:
+            key = self.space.key(params)
+            point = self._points.get(key)
+            if point is None:
+                point = self._points[key] = _Point(dict(params))
+            if value is None:
+                point.failures += 1
+            else:
+                point.total += self.sign * value
+                point.successes += 1
+            self.observations += 1
+
+    def suggest(self, pending: list[Mapping[str, Any]], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The next point: the acquisition's maximum among points neither observed nor pending."""
+        options = {**DEFAULT_OPTIONS, **(options or {})}
+        exclude = set(self._points) | {self.space.key(p) for p in pending}
+        points = list(self._points.values())
+        if sum(p.successes > 0 for p in points) < MIN_POINTS:
+            return self._explore(exclude)
+        try:
+            with self._threadpools.limit(limits=1, user_api="blas"):
+                return self._gp_step(points, pending, exclude, options)
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+            log.warning("Bayesian step failed (%s: %s); proposing an unexplored point instead", type(exc).__name__, exc)
+            return self._explore(exclude)
+
+    def _needs_fit(self, n: int) -> bool:
+        """Refit the hyperparameters every time while points are few, then every REFIT_EVERY steps
+        or when the history has grown by a fifth since the last fit."""
+        if self._theta is None or n <= ALWAYS_REFIT_BELOW:
+            return True
+        return self._since_fit >= REFIT_EVERY or n > 1.2 * self._fitted_points
+
+    def _values(self, points: list[_Point]) -> np.ndarray:
+        ok = [p.total / p.successes for p in points if p.successes]
+        worst = max(ok)
+        return np.array([p.total / p.successes if p.successes else worst for p in points])
+
+    def _subset(self, values: np.ndarray, limit: int) -> np.ndarray:
+        """Indices of at most ``limit`` points: the best quarter, then a random spread of the rest."""
+        n = len(values)
+        if n <= limit:
+            return np.arange(n)
+        order = np.argsort(values, kind="stable")
+        best = order[: limit // 4]
+        rest = self.rng.choice(order[limit // 4:], size=limit - len(best), replace=False)
+        return np.sort(np.concatenate([best, rest]))
+
+    def _gp_step(self, points: list[_Point], pending: list[Mapping[str, Any]], exclude: set[tuple],
+                 options: Mapping[str, Any]) -> dict[str, Any]:
+        X = self.encoding.encode([p.params for p in points])
+        y = transform(self._values(points))
+
+        if self._needs_fit(len(points)):
+            fit_idx = self._subset(y, MAX_FIT)
+            fresh_start = self._fits % FRESH_START_EVERY == 0  # now and then also from the default, not only warm
+            self._theta = GaussianProcess.fit(X[fit_idx], y[fit_idx], theta0=self._theta, maxiter=FIT_MAXITER,
+                                              from_default=fresh_start).theta_
+            self._fits += 1
+            self._fitted_points, self._since_fit = len(points), 0
+        self._since_fit += 1
+        post_idx = self._subset(y, MAX_POSTERIOR)
+        gp = GaussianProcess(X[post_idx], y[post_idx], self._theta)
+
+        best = float(y.min())
+        fresh = [p for p in pending if self.space.key(p) not in self._points]
+        pending_unit = self.encoding.to_unit(self.encoding.encode(list(pending))) if pending else None
+        if fresh:
+            P = self.encoding.encode(fresh)
+            believed = gp.predict(P)[0]
+            gp = gp.condition_on(P, believed)
+            best = min(best, float(believed.min()))
+
+        top = np.argsort(y, kind="stable")[:TOP_FOR_LOCAL_SEARCH]
+        ranked, _ = ranked_points(gp, self.encoding, self.rng, self.encoding.to_unit(X[top]), options["acquisition"],
+                                  best, options["xi"], options["kappa"])
+        if pending_unit is not None:  # never next to a point another worker is evaluating right now
+            unit = self.encoding.to_unit(ranked)
+            nearest = np.sqrt(((unit[:, None, :] - pending_unit[None, :, :]) ** 2).sum(-1)).min(axis=1)
+            ranked = ranked[nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])]
+        for start in range(0, len(ranked), 64):
+            for params in self.encoding.decode(ranked[start:start + 64]):
+                if self.space.key(params) not in exclude:
+                    return params
+        return self._explore(exclude)
+
+    def _explore(self, exclude: set[tuple]) -> dict[str, Any]:
+        """A random point not seen yet (any random point once the space is exhausted)."""
+        for _ in range(100):
+            params = self.space.sample(self.rng, 1)[0]
+            if self.space.key(params) not in exclude:
+                return params
+        return params
+

@@ -1,0 +1,111 @@
+"""The worker's logic without MPI: its answers to each message, another install, retiring on a sick node."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+
+import pytest
+
+from hpc_hpo import __version__
+from hpc_hpo.config import parse_config
+from hpc_hpo.errors import EXIT_OK, EXIT_RESUMABLE, TrialAbandoned
+from hpc_hpo.run.protocol import PROTOCOL_VERSION, Bye, Hello, Join, Result, Setup, Stop, Task
+from hpc_hpo.run.signals import StopRequest
+from hpc_hpo.run.worker import MAX_START_FAILURES, Worker
+from hpc_hpo.trials.devices import local_place
+
+#: Imports fine until a trial has run on this worker; after that every new trial process hangs while it
+#: imports it (a file system or GPU driver that stopped answering).
+SICKENS = """
+import os, time
+
+MARK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sick")
+if os.path.exists(MARK):
+    time.sleep(3600)
+
+def objective(params, trial):
+    open(MARK, "w").close()
+    return params["x"]
+"""
+
+
+def worker_with(tmp_path, workers: dict | None = None, objective: str = SICKENS) -> tuple[Worker, list]:
+    (tmp_path / "objective.py").write_text(textwrap.dedent(objective))
+    config = parse_config({"experiment": {"objective": "objective.py:objective", "seed": 1,
+                                          "results": str(tmp_path / "r.h5")},
+                           "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+                           "phase": [{"strategy": "random", "trials": 8}],
+                           "workers": workers or {}}, base_dir=str(tmp_path))
+    sent: list = []
+    worker = Worker(1, send=sent.append, host="node1")
+    worker.join(local_place(1))
+    worker.handle(Setup.of(config))
+    return worker, sent
+
+
+def test_a_worker_joins_then_says_hello_once_its_objective_is_loaded(tmp_path):
+    worker, sent = worker_with(tmp_path, {"executor": "inline"})
+    assert isinstance(sent[0], Join) and (sent[0].version, sent[0].protocol) == (__version__, PROTOCOL_VERSION)
+    assert sent[1] == Hello(1, "node1", os.getpid())
+    worker.handle(Task(0, {"x": 0.25}, 1, "random"))
+    result = sent[2]
+    assert isinstance(result, Result) and (result.trial_id, result.value, result.status) == (0, 0.25, "done")
+    assert result.retire == ""
+
+
+def test_a_setup_from_another_install_is_refused_without_unpickling_it():
+    sent: list = []
+    worker = Worker(3, send=sent.append, host="node07")
+    worker.handle(Setup("0.0.1", 3, b"\x80\x04this would fail to unpickle"))
+    [hello] = sent
+    assert hello.error == (f"rank 3 on node07 runs hpc_hpo {__version__} (protocol {PROTOCOL_VERSION}) but the "
+                           f"master runs 0.0.1 (protocol 3); install one version everywhere")
+    assert worker.config is None
+
+
+@pytest.mark.parametrize("code, answer", [(EXIT_RESUMABLE, [Bye(1)]), (EXIT_OK, [])])
+def test_after_a_shutdowns_stop_the_worker_says_bye(tmp_path, code, answer):
+    worker, sent = worker_with(tmp_path, {"executor": "inline"})
+    worker.handle(Stop(code))
+    assert sent[2:] == answer
+
+
+def test_a_worker_whose_trial_process_cannot_start_three_times_in_a_row_retires(tmp_path):
+    worker, sent = worker_with(tmp_path, {"executor": "process", "max_trials_per_process": 1,
+                                          "startup_timeout": 1.0})
+    assert sent[1].error == ""
+    results = []
+    for trial in range(1 + MAX_START_FAILURES):
+        worker.handle(Task(trial, {"x": 0.5}, 1, "random"))
+        results.append(sent[-1])
+    first, *failed = results
+    assert first.status == "done" and first.retire == ""
+    assert [r.status for r in failed] == ["failed"] * MAX_START_FAILURES
+    for result in failed:
+        assert result.error == ("TrialProcessStartTimeout: the trial process did not finish importing the objective "
+                                "within 1 s (workers.startup_timeout) (rank 1 on node1)")
+    assert [bool(r.retire) for r in failed] == [False] * (MAX_START_FAILURES - 1) + [True]
+    assert failed[-1].retire == (f"its trial process failed to start {MAX_START_FAILURES} times in a row (last: "
+                                 f"TrialProcessStartTimeout: the trial process did not finish importing the objective "
+                                 f"within 1 s (workers.startup_timeout) (rank 1 on node1))")
+    assert worker.executor is None  # no child left behind, none started again
+
+
+def test_a_worker_whose_first_trial_process_hangs_says_so_in_its_hello(tmp_path):
+    (tmp_path / "sick").touch()
+    worker, sent = worker_with(tmp_path, {"executor": "process", "startup_timeout": 1.0})
+    assert sent[1].error == ("workers.startup_timeout: worker rank 1 (node1) did not finish importing the objective "
+                             "within 1 s")
+
+
+def test_a_trial_handed_out_after_a_stop_signal_is_not_started(tmp_path):
+    """One process: Ctrl-C between two trials must not wait for the next one to run (it runs on resume)."""
+    worker, sent = worker_with(tmp_path, {"executor": "inline"})
+    worker.stop_request = StopRequest(on_second=lambda signum: None)
+    worker.stop_request.signum = signal.SIGINT
+    with pytest.raises(TrialAbandoned):
+        worker.handle(Task(0, {"x": 0.25}, 1, "random"))
+    assert len(sent) == 2  # Join and Hello: no Result
+    assert not (tmp_path / "sick").exists()  # the objective never ran

@@ -1,0 +1,145 @@
+"""The worker's Bayesian step: encoding of mixed spaces, and what a suggestion promises."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hpc_hpo.search.gp.encoding import Encoding
+from hpc_hpo.search.gp.suggester import MIN_POINTS, BayesSuggester
+from hpc_hpo.search.space import parse_space
+
+MIXED = parse_space({
+    "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+    "units": {"type": "int", "low": 16, "high": 512, "log": True},
+    "layers": {"type": "int", "low": 1, "high": 4},
+    "act": {"type": "categorical", "choices": ["relu", "tanh", "elu"]},
+    "bs": {"type": "fixed", "value": 64},
+})
+LINE = parse_space({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+
+
+def mixed_loss(p):
+    return ((math.log10(p["lr"]) + 3) ** 2 + (math.log2(p["units"]) - 7) ** 2 / 4 + (p["layers"] - 2) ** 2
+            + {"relu": 0.0, "tanh": 1.0, "elu": 0.5}[p["act"]])
+
+
+def run(suggester, f, n, pending=()):
+    points = []
+    for _ in range(n):
+        p = suggester.suggest(list(pending))
+        suggester.update([(p, f(p))])
+        points.append(p)
+    return points
+
+
+def test_encoding_of_a_mixed_space():
+    enc = Encoding(MIXED)
+    assert enc.dim == 1 + 1 + 1 + 3  # lr, units, layers, one-hot act; bs is fixed
+    assert enc.continuous.tolist() == [True, True, True, False, False, False]
+    points = MIXED.sample(np.random.default_rng(0), 50)
+    X = enc.encode(points)
+    assert X.shape == (50, 6) and np.all((X >= 0) & (X <= 1))
+    assert np.all(X[:, 3:].sum(axis=1) == 1)  # exactly one choice
+    assert enc.decode(X) == points
+    # Any vector snaps to a valid point: ints to their bin, the largest one-hot column wins.
+    snapped = enc.decode(np.array([[0.5, 0.51, 0.4, 0.2, 0.7, 0.1]]))[0]
+    assert type(snapped["units"]) is int and snapped["act"] == "tanh" and snapped["bs"] == 64
+    assert np.allclose(enc.project(enc.encode([snapped])), enc.encode([snapped]))
+
+
+def test_explores_until_enough_points_then_uses_the_gp():
+    s = BayesSuggester(LINE, True, np.random.default_rng(0))
+    early = [s.suggest([]) for _ in range(3)]
+    assert all(0 <= p["x"] <= 1 for p in early)
+    s.update([({"x": x}, (x - 0.3) ** 2) for x in (0.0, 0.5, 0.9)][:MIN_POINTS])
+    points = run(s, lambda p: (p["x"] - 0.3) ** 2, 12)
+    assert abs(points[-1]["x"] - 0.3) < 0.02  # converges on the minimum of a parabola
+
+
+def test_never_proposes_an_observed_or_pending_point_in_a_discrete_space():
+    space = parse_space({"a": {"type": "int", "low": 1, "high": 5}, "b": {"type": "categorical", "choices": ["p", "q"]}})
+    s = BayesSuggester(space, True, np.random.default_rng(1))
+    pending = [{"a": 3, "b": "p"}]
+    points = run(s, lambda p: (p["a"] - 3) ** 2 + (p["b"] == "q"), 9, pending=pending)
+    keys = [(p["a"], p["b"]) for p in points]
+    assert len(set(keys)) == 9 and (3, "p") not in keys  # 9 of the 10 points, the pending one never
+    # Every point is now observed or pending: the space is exhausted, and a valid point still comes back.
+    again = s.suggest(pending)
+    assert space.check_point(again, "again") == again
+
+
+def test_pending_points_keep_suggestions_apart():
+    s = BayesSuggester(LINE, True, np.random.default_rng(2))
+    s.update([({"x": x}, (x - 0.3) ** 2) for x in (0.0, 0.2, 0.45, 0.7, 1.0)])
+    first = s.suggest([])
+    second = s.suggest([first])  # as a second worker would, with the first still running
+    third = s.suggest([first, second])
+    xs = sorted(p["x"] for p in (first, second, third))
+    assert min(np.diff(xs)) > 0.01  # no near-duplicates: more than 1% of the range apart
+
+
+def test_failed_trials_steer_the_search_away():
+    def f(p):
+        return None if p["x"] > 0.6 else -p["x"]  # better and better towards 0.6, then it crashes
+
+    s = BayesSuggester(LINE, True, np.random.default_rng(3))
+    s.update([({"x": x}, f({"x": x})) for x in (0.1, 0.3, 0.5, 0.7, 0.9)])
+    points = run(s, f, 15)
+    crashed = sum(p["x"] > 0.6 for p in points[5:])
+    assert crashed <= 2  # it learns where trials fail instead of proposing them again
+    assert max(p["x"] for p in points if p["x"] <= 0.6) > 0.55
+
+
+def test_maximize():
+    s = BayesSuggester(LINE, False, np.random.default_rng(4))
+    s.update([({"x": x}, -((x - 0.7) ** 2)) for x in (0.0, 0.3, 0.5, 1.0)])
+    points = run(s, lambda p: -((p["x"] - 0.7) ** 2), 10)
+    assert abs(points[-1]["x"] - 0.7) < 0.02
+
+
+def test_mixed_space_suggestions_are_valid_and_improve():
+    s = BayesSuggester(MIXED, True, np.random.default_rng(5))
+    start = MIXED.sample(np.random.default_rng(6), 8)
+    s.update([(p, mixed_loss(p)) for p in start])
+    points = run(s, mixed_loss, 25)
+    for p in points:
+        assert MIXED.check_point(p, "p") == p
+    assert min(map(mixed_loss, points)) < min(map(mixed_loss, start)) / 4
+
+
+def test_same_seed_same_suggestions():
+    def suggestions(seed):
+        s = BayesSuggester(MIXED, True, np.random.default_rng(seed))
+        s.update([(p, mixed_loss(p)) for p in MIXED.sample(np.random.default_rng(0), 6)])
+        return run(s, mixed_loss, 5)
+
+    assert suggestions(7) == suggestions(7)
+    assert suggestions(7) != suggestions(8)
+
+
+def test_repeats_are_averaged():
+    s = BayesSuggester(LINE, True, np.random.default_rng(0))
+    s.update([({"x": 0.5}, 1.0), ({"x": 0.5}, 3.0), ({"x": 0.5}, None), ({"x": 0.1}, 0.0)])
+    point = s._points[(0.5,)]
+    assert point.successes == 2 and point.failures == 1 and point.total / point.successes == 2.0
+    assert s.observations == 4
+
+
+@pytest.mark.parametrize("n", [400, 2000])
+def test_large_histories_use_subsets_and_stay_valid(n):
+    s = BayesSuggester(MIXED, True, np.random.default_rng(9))
+    points = MIXED.sample(np.random.default_rng(10), n)
+    s.update([(p, mixed_loss(p)) for p in points])
+    p = s.suggest(MIXED.sample(np.random.default_rng(11), 7))
+    assert MIXED.check_point(p, "p") == p and MIXED.key(p) not in {MIXED.key(q) for q in points}
+
+
+def test_vectorised_sampling_agrees_with_the_parameter_dicts():
+    enc = Encoding(MIXED)
+    U = np.random.default_rng(3).random((500, len(enc.params)))
+    assert np.allclose(enc.sample(U), enc.encode(MIXED.from_unit(U)))
+    X = np.random.default_rng(4).random((200, enc.dim))
+    assert np.allclose(enc.project(X), enc.encode(enc.decode(X)))

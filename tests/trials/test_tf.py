@@ -1,0 +1,154 @@
+"""Real TensorFlow trials: the digits and CIFAR-10 examples under mpirun, memory over 20 trials.
+
+These import TensorFlow in every trial process (about 7 s each on this machine), so they
+are few and small. They skip when TensorFlow is not installed (scripts/setup.sh installs it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from hpc_hpo.results.reader import read_results
+
+from conftest import REPO, assert_real_image, hpo, mpirun_command, run_command, write_experiment
+
+if importlib.util.find_spec("tensorflow") is None:  # without importing it into the test process
+    if os.environ.get("HPC_HPO_TEST_TF") == "1":  # scripts/test.sh: TensorFlow must be there, never skip
+        raise RuntimeError("HPC_HPO_TEST_TF=1 but TensorFlow is not installed; run scripts/setup.sh")
+    pytest.skip("TensorFlow is not installed (scripts/setup.sh installs it)", allow_module_level=True)
+
+
+def digits_experiment(tmp_path, phases: str, epochs: int, workers: str = ""):
+    write_experiment(tmp_path, f"""
+        [experiment]
+        objective = "hpc_hpo.examples.digits_mlp:objective"
+        direction = "maximize"
+        results = "digits.h5"
+        seed = 5
+        [space]
+        learning_rate = {{ type = "float", low = 1e-3, high = 3e-2, log = true }}
+        units         = {{ type = "int", low = 16, high = 256, log = true }}
+        dropout       = {{ type = "float", low = 0.0, high = 0.5 }}
+        batch_size    = {{ type = "categorical", choices = [32, 64, 128, 256] }}
+        activation    = {{ type = "categorical", choices = ["relu", "tanh", "elu"] }}
+        epochs        = {{ type = "fixed", value = {epochs} }}
+        {phases}
+        [workers]
+        {workers}
+    """)
+
+
+def test_digits_mlp_trains_under_mpirun_with_two_workers(tmp_path):
+    digits_experiment(tmp_path, """
+        [[phase]]
+        strategy = "random"
+        trials = 4
+        [[phase]]
+        strategy = "bayes"
+        trials = 2
+    """, epochs=4)
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=3, timeout=400)
+    assert out.returncode == 0, out.output
+    results = read_results(tmp_path / "digits.h5")
+    rows = results.records()
+    assert [r["status"] for r in rows] == ["done"] * 6
+    assert max(r["value"] for r in rows) > 0.85  # validation accuracy of a real MLP after 4 epochs
+    assert {r["rank"] for r in rows} == {1, 2} and {r["gpus"] for r in rows} == {"cpu"}
+    assert all(r["metric_gpus_seen"] == 0 and r["memory_mb"] > 100 for r in rows)  # a TensorFlow process ran it
+    epochs = results.epochs
+    for row in rows:  # the Keras callback reported every epoch of every trial
+        mine = epochs[(epochs["trial_id"] == row["trial_id"]) & (epochs["name"] == b"val_accuracy")]
+        assert mine["epoch"].tolist() == [0, 1, 2, 3]
+        assert np.isclose(mine["value"].max(), row["value"])
+    assert "best trial" in out.stderr
+    # The report draws those Keras curves, over a numeric categorical (batch_size) among the axes.
+    report = hpo(["report", "digits.h5"], tmp_path, timeout=120)
+    assert report.returncode == 0, report.output
+    assert_real_image(tmp_path / "digits-report" / "curves.png")
+    from hpc_hpo.outputs.report.curves import curves_figure
+    from hpc_hpo.outputs.report.data import trial_table
+
+    titles = {ax.get_title() for ax in curves_figure(trial_table(results)).axes}
+    assert {"val_accuracy (6 trials)", "loss (6 trials)"} <= titles
+
+
+WATCHED = """
+from pathlib import Path
+import os
+from hpc_hpo.examples.digits_mlp import objective as digits
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+def objective(params, trial):
+    result = digits(params, trial)
+    result["worker_mb"] = rss_mb(os.getppid())  # the worker rank that supervises this trial process
+    return result
+"""
+
+
+def test_worker_and_trial_process_memory_stay_flat_over_20_tensorflow_trials(tmp_path):
+    digits_experiment(tmp_path, """
+        [[phase]]
+        strategy = "random"
+        trials = 20
+    """, epochs=1, workers='executor = "process"')  # the default max_trials_per_process = 10
+    (tmp_path / "watched.py").write_text(WATCHED)
+    text = (tmp_path / "experiment.toml").read_text()
+    (tmp_path / "experiment.toml").write_text(text.replace("hpc_hpo.examples.digits_mlp:objective", "watched.py:objective"))
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=2, timeout=400)
+    assert out.returncode == 0, out.output
+    rows = read_results(tmp_path / "digits.h5").records()
+    trial_mb = [r["memory_mb"] for r in rows]
+    worker_mb = [r["metric_worker_mb"] for r in rows]
+    print("trial process MiB:", [round(m) for m in trial_mb], "worker MiB:", [round(m) for m in worker_mb])
+    assert len(rows) == 20 and all(r["status"] == "done" for r in rows)
+    # The worker rank never loads TensorFlow: a few hundred MiB less than a trial process, and flat.
+    assert max(worker_mb) < min(trial_mb) - 200
+    assert max(worker_mb[4:]) - worker_mb[4] < 5
+    # Keras leaks a few MiB per trial even after clear_session; the replacement after 10 trials
+    # gives it all back, so the second ten trials use no more memory than the first ten.
+    assert max(trial_mb[10:]) <= max(trial_mb[:10]) + 10
+
+
+def write_tiny_cifar(directory, images_per_batch=40, seed=0):
+    """Five training batches and a test batch in CIFAR-10's python pickle format."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, images_per_batch)
+        data = rng.integers(0, 256, (images_per_batch, 3072), dtype=np.uint8)
+        data[:, :100] = (labels * 25)[:, None]  # a learnable hint in the first pixels
+        with open(directory / name, "wb") as handle:
+            pickle.dump({b"data": data, b"labels": labels.tolist(), b"batch_label": name.encode()}, handle)
+
+
+def test_cifar10_cnn_example_runs_on_data_in_the_standard_format(tmp_path):
+    write_tiny_cifar(tmp_path / "cifar")
+    script = str(REPO / "examples" / "cifar10_cnn" / "run.py")
+    cmd = mpirun_command(2, [])
+    cmd = cmd[:cmd.index("-m")] + [script, "--data", str(tmp_path / "cifar"), "--trials", "1",
+                                    "--results", "cifar.h5"]
+    out = run_command(cmd, tmp_path, timeout=400)
+    assert out.returncode == 0, out.output
+    rows = read_results(tmp_path / "cifar.h5").records()
+    assert len(rows) == 11 and all(r["status"] == "done" for r in rows)
+    assert {r["strategy"] for r in rows} == {"random", "bayes"}
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows)
+
+
+def test_cifar10_cnn_example_without_its_data_says_so_and_exits_2(tmp_path):
+    script = str(REPO / "examples" / "cifar10_cnn" / "run.py")
+    out = run_command([sys.executable, script, "--data", str(tmp_path / "nowhere")], tmp_path, timeout=120)
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if line.startswith("hpc_hpo: error:")]
+    assert len(errors) == 1 and "is not a CIFAR-10 python batch directory (missing data_batch_1" in errors[0]
+    assert "Traceback" not in out.stderr
