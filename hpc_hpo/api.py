@@ -42,14 +42,14 @@ class Trial:
 
 
 def optimize(objective: Callable[..., Any] | str, *, space: Mapping[str, Any], phases: Sequence[Mapping[str, Any]],
-             workers: Mapping[str, Any] | None = None, overwrite: bool = False, force: bool = False,
+             workers: Mapping[str, Any] | None = None, stopping: Mapping[str, Any] | None = None, overwrite: bool = False, force: bool = False,
              time_limit: float | None = None, time_margin: float = 60.0, startup_timeout: float | None = None,
              progress: str = "auto", verbose: int = 0, quiet: bool = False, **experiment: Any) -> Trial | None:
     """Run a search; the best finished trial on rank 0 (None if none succeeded), None on the other ranks.
 
     ``objective``: a function (``objective(params)`` or ``objective(params, trial)``, as in an experiment
-    file) or a ``"module:function"`` / ``"file.py:function"`` string. ``space``, ``phases`` and ``workers``
-    are the experiment file's ``[space]``, ``[[phase]]`` and ``[workers]`` tables; the other keywords of
+    file) or a ``"module:function"`` / ``"file.py:function"`` string. ``space``, ``phases``, ``workers`` and
+    ``stopping`` are the experiment file's ``[space]``, ``[[phase]]``, ``[workers]`` and ``[stopping]`` tables; the other keywords of
     ``[experiment]`` (``name``, ``direction``, ``results``, ``seed``, ``workdir``, ``max_initial_failures``,
     ``repeats``, ``resume``) are keywords too. ``overwrite``, ``force``, ``time_limit``, ``time_margin``,
     ``startup_timeout``, ``progress``, ``verbose`` and ``quiet`` do what the ``run`` command's flags do.
@@ -57,7 +57,7 @@ def optimize(objective: Callable[..., Any] | str, *, space: Mapping[str, Any], p
     Raises :class:`hpc_hpo.ConfigError` for bad input (the same one line as the command line, on every
     rank), :class:`hpc_hpo.SearchStoppedError` when the search stopped resumably, :class:`hpc_hpo.HpoError` when it failed.
     """
-    config = _config(objective, space, phases, workers, experiment)
+    config = _config(objective, space, phases, workers, experiment, stopping)
     from .run.launch import launch
     from .run.options import RunOptions
     from .run.progress import ProgressInterval
@@ -76,12 +76,13 @@ def optimize(objective: Callable[..., Any] | str, *, space: Mapping[str, Any], p
 
 
 def _config(objective: Callable[..., Any] | str, space: Mapping[str, Any], phases: Sequence[Mapping[str, Any]],
-            workers: Mapping[str, Any] | None, experiment: dict[str, Any]) -> Config:
+            workers: Mapping[str, Any] | None, experiment: dict[str, Any],
+            stopping: Mapping[str, Any] | None = None) -> Config:
     """The experiment as the file would give it; validated here, identically on every rank."""
     unknown = sorted(set(experiment) - set(EXPERIMENT_KEYWORDS))
     if unknown:
         raise ConfigError(f"optimize: unknown keyword '{unknown[0]}' (allowed besides objective, space, phases, "
-                          f"workers and the run options: {', '.join(EXPERIMENT_KEYWORDS)})")
+                          f"workers, stopping and the run options: {', '.join(EXPERIMENT_KEYWORDS)})")
     script = _main_script()
     base_dir = str(script.parent) if script else str(Path.cwd())
     spec = objective if isinstance(objective, str) else _spec(objective, script, workers or {})
@@ -91,6 +92,8 @@ def _config(objective: Callable[..., Any] | str, space: Mapping[str, Any], phase
     data: dict[str, Any] = {"experiment": table, "space": space, "phase": list(phases)}
     if workers is not None:
         data["workers"] = workers
+    if stopping is not None:
+        data["stopping"] = stopping
     if not isinstance(objective, str) and not _importable(objective) and (workers or {}).get("executor", "auto") == "auto":
         data["workers"] = {**(workers or {}), "executor": "inline"}  # only this process can call it
     name = script.stem if script else "search"

@@ -2,7 +2,8 @@
 
 The file has these parts: ``[experiment]`` (what to run and where results go), ``[space]``
 (the parameters), one or more ``[[phase]]`` tables (how to search, in order) and an optional
-``[workers]`` table (how workers run trials: process or inline, time limit, GPUs per trial). Command-line
+``[workers]`` table (how workers run trials: process or inline, time limit, GPUs per trial) and an optional
+``[stopping]`` table (early stopping: which running trials to stop). Command-line
 flags override the file through :func:`apply_overrides`. The resolved config, with the seed
 filled in, is written back as TOML by :func:`to_toml` and stored in the results file.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from ._toml import toml_key, toml_value, tomllib
 from .errors import ConfigError
 from .search.space import Space, parse_space
+from .search.stopping import RULES, max_brackets
 from .search.strategies import STRATEGIES
 from .search.strategies.base import check_positive_int
 
@@ -35,6 +37,7 @@ PHASE_COMMON_KEYS = ("strategy", "name", "trials", "repeats")
 WORKERS_KEYS = ("executor", "trial_timeout", "max_trials_per_process", "max_process_memory_mb", "gpus_per_trial",
                 "workers_per_gpu", "threads", "startup_timeout")
 EXECUTORS = ("auto", "process", "inline")
+STOPPING_KEYS = ("rule", "metric", "min_epochs", "max_epochs", "reduction_factor", "brackets")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,28 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
+class StoppingConfig:
+    """The ``[stopping]`` table: which running trials to stop early (:mod:`hpc_hpo.search.stopping`).
+
+    ``metric`` is a name the objective reports with ``trial.report(epoch, {...})``, compared in
+    the experiment's direction; trials are judged after ``min_epochs`` epochs and later, and one
+    never stopped trains ``max_epochs`` (``trial.max_epochs``). ``reduction_factor`` (eta): ASHA
+    and Hyperband keep the best ``1/eta`` at each rung. ``brackets`` (Hyperband; 0 = as many as fit).
+    """
+
+    rule: str = "none"
+    metric: str = ""
+    min_epochs: int = 1
+    max_epochs: int = 0
+    reduction_factor: float = 3.0
+    brackets: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.rule != "none"
+
+
+@dataclass(frozen=True)
 class PhaseConfig:
     """One ``[[phase]]``: a strategy, how many points it proposes, and its own options.
 
@@ -117,6 +142,7 @@ class Config:
     space: Space
     phases: tuple[PhaseConfig, ...]
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    stopping: StoppingConfig = field(default_factory=StoppingConfig)
     base_dir: str = "."
     source: str = ""
 
@@ -156,7 +182,7 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "", default_name: str = "experiment") -> Config:
     """Validate the tables of an experiment file (already parsed from TOML)."""
-    _check_keys(data, ("experiment", "space", "phase", "workers"), "", kind="table")
+    _check_keys(data, ("experiment", "space", "phase", "workers", "stopping"), "", kind="table")
     if "experiment" not in data:
         raise ConfigError("experiment: the [experiment] table is required (with at least 'objective')")
     experiment = _parse_experiment(data["experiment"], default_name)
@@ -170,8 +196,15 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "",
         raise ConfigError("phase: must be written as [[phase]] tables (an array of tables)")
     phases = tuple(_parse_phase(raw, i + 1, space, experiment.repeats) for i, raw in enumerate(phases_raw))
     workers = _parse_workers(data.get("workers", {}))
-    return Config(experiment=experiment, space=space, phases=phases, workers=workers, base_dir=base_dir,
-                  source=source)
+    stopping = _parse_stopping(data.get("stopping", {}))
+    if stopping.active:
+        repeated = next((p for p in phases if p.repeats > 1), None)
+        if repeated is not None:
+            raise ConfigError(f"stopping.rule: early stopping cannot be combined with repeats (a point's repeats would "
+                              f"be judged against each other) (got rule = {stopping.rule!r}, phase[{repeated.index}] "
+                              f"repeats = {repeated.repeats})")
+    return Config(experiment=experiment, space=space, phases=phases, workers=workers, stopping=stopping,
+                  base_dir=base_dir, source=source)
 
 
 def apply_overrides(config: Config, results: str | None = None, seed: int | None = None, trials: int | None = None,
@@ -329,6 +362,41 @@ def _parse_workers(table: Any) -> WorkersConfig:
                          startup_timeout)
 
 
+def _parse_stopping(table: Any) -> StoppingConfig:
+    where = "stopping"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table (got {table!r})")
+    _check_keys(table, STOPPING_KEYS, where)
+    rule = table.get("rule", "none")
+    if rule not in RULES:
+        raise ConfigError(f"{where}.rule: unknown rule (allowed: {', '.join(RULES)}) (got {rule!r})")
+    if rule == "none":
+        return StoppingConfig()
+    metric = _check_string(table, "metric", where)
+    if len(metric.encode()) > 64:
+        raise ConfigError(f"{where}.metric: must be at most 64 bytes, as reported metric names are (got {metric!r})")
+    min_epochs = check_positive_int(table.get("min_epochs", 1), f"{where}.min_epochs")
+    if "max_epochs" not in table:
+        raise ConfigError(f"{where}.max_epochs: is required (the epochs a trial that is never stopped trains for)")
+    max_epochs = check_positive_int(table["max_epochs"], f"{where}.max_epochs")
+    if max_epochs < min_epochs:
+        raise ConfigError(f"{where}.max_epochs: must be >= min_epochs (got max_epochs = {max_epochs}, "
+                          f"min_epochs = {min_epochs})")
+    eta = table.get("reduction_factor", 3)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta <= 1:
+        raise ConfigError(f"{where}.reduction_factor: must be a number > 1 (got {eta!r})")
+    brackets = 0
+    if "brackets" in table:
+        if rule != "hyperband":
+            raise ConfigError(f"{where}.brackets: only rule = \"hyperband\" has brackets (got rule = {rule!r})")
+        brackets = check_positive_int(table["brackets"], f"{where}.brackets")
+        most = max_brackets(min_epochs, max_epochs, eta)
+        if brackets > most:
+            raise ConfigError(f"{where}.brackets: at most {most} fit between min_epochs = {min_epochs} and "
+                              f"max_epochs = {max_epochs} with reduction_factor = {eta:g} (got {brackets})")
+    return StoppingConfig(rule, metric, min_epochs, max_epochs, float(eta), brackets)
+
+
 # --- writing the resolved config back as TOML -------------------------------------------
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -362,7 +430,15 @@ def to_dict(config: Config) -> dict[str, Any]:
         "space": config.space.describe(),
         "phase": phases,
         "workers": {k: getattr(config.workers, k) for k in WORKERS_KEYS},
+        **({"stopping": _stopping_table(config.stopping)} if config.stopping.active else {}),
     }
+
+
+def _stopping_table(stopping: StoppingConfig) -> dict[str, Any]:
+    table = {k: getattr(stopping, k) for k in STOPPING_KEYS}
+    if stopping.rule != "hyperband":
+        del table["brackets"]
+    return table
 
 
 def to_toml(config: Config) -> str:
@@ -383,4 +459,7 @@ def to_toml(config: Config) -> str:
                 lines.append(f"{toml_key(key)} = {toml_value(value)}")
     lines += ["", "[workers]"]
     lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in data["workers"].items()]
+    if "stopping" in data:
+        lines += ["", "[stopping]"]
+        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in data["stopping"].items()]
     return "\n".join(lines) + "\n"

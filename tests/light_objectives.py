@@ -15,3 +15,34 @@ def griewank(params: dict) -> float:
     x, y = params["x"], params["y"]
     time.sleep(params.get("delay", 0.0))
     return 1.0 + (x * x + y * y) / 4000.0 - math.cos(x) * math.cos(y / math.sqrt(2.0))
+
+
+def curve_quality(params: dict, epochs: int) -> float:
+    """The noise-free loss of :func:`learning_curve` after ``epochs`` epochs (lower is better).
+
+    The final quality is the Branin function of (x, y) scaled to [0, ~1] (minimum 0.398/300);
+    ``lr`` sets how fast a curve gets there, so that early rankings are informative but not
+    perfect: a fast learner with a poor end can lead a slow one with a good end for a while.
+    """
+    x, y, lr = params["x"], params["y"], params["lr"]
+    a, b, c, r, s, t = 1.0, 5.1 / (4 * math.pi**2), 5 / math.pi, 6.0, 10.0, 1 / (8 * math.pi)
+    u, v = 15 * x - 5, 15 * y
+    final = (a * (v - b * u * u + c * u - r) ** 2 + s * (1 - t) * math.cos(u) + s) / 300.0
+    speed = 0.15 + 0.6 * (math.log10(lr) + 4) / 3  # lr in [1e-4, 1e-1]: 0.15 .. 0.75 per epoch
+    return final + 0.6 * math.exp(-speed * epochs)
+
+
+def learning_curve(params: dict, trial) -> float:
+    """A training run of ``trial.max_epochs`` epochs (27 without a stopping rule) that reports ``val_loss``
+    after each and ends early when asked; ``delay`` seconds per epoch, ``noise`` its standard deviation."""
+    import numpy as np
+
+    rng = np.random.default_rng(trial.seed)
+    loss = math.inf
+    for epoch in range(trial.max_epochs or 27):
+        time.sleep(params.get("delay", 0.0))
+        loss = curve_quality(params, epoch + 1) + params.get("noise", 0.0) * float(rng.normal())
+        trial.report(epoch, {"val_loss": loss})
+        if trial.should_stop():
+            break
+    return loss

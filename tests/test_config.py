@@ -94,6 +94,22 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
            [(p.strategy, p.trials, dict(p.options).keys()) for p in config.phases]
 
 
+def test_the_stopping_table_round_trips_and_defaults_to_none(tmp_path):
+    assert not load_config(write(tmp_path, CONTRACT)).stopping.active
+    text = CONTRACT + '\n[stopping]\nrule = "hyperband"\nmetric = "val_loss"\nmax_epochs = 27\nbrackets = 3\n'
+    config = with_seed(load_config(write(tmp_path, text)))
+    s = config.stopping
+    assert (s.rule, s.metric, s.min_epochs, s.max_epochs, s.reduction_factor, s.brackets) == \
+           ("hyperband", "val_loss", 1, 27, 3.0, 3)
+    (tmp_path / "again").mkdir()
+    assert load_config(write(tmp_path / "again", to_toml(config))).stopping == s
+    with pytest.raises(ConfigError, match=r"stopping.brackets: at most 4 fit between min_epochs = 1 and max_epochs = 27 "
+                                          r"with reduction_factor = 3 \(got 5\)"):
+        load_config(write(tmp_path, text.replace("brackets = 3", "brackets = 5")))
+    with pytest.raises(ConfigError, match="stopping.max_epochs: is required"):
+        load_config(write(tmp_path, text.replace("max_epochs = 27\n", "")))
+
+
 def test_overrides(tmp_path):
     config = load_config(write(tmp_path, CONTRACT))
     changed = apply_overrides(config, results="other.h5", seed=7, trials=50)
@@ -145,7 +161,7 @@ x = { type = "float", low = 0.0, high = 1.0 }
      "experiment.seed: must be an integer (got 'one')"),
     ("[experiment]\nobjective = 'm:f'\n[space]\nx = { type = 'float', low = 0.1, high = 0.01 }\n",
      "space.x: 'low' must be < 'high' (got low=0.1, high=0.01)"),
-    ("[experiment]\nobjective = 'm:f'\n[spaces]\n", "spaces: unknown table (allowed: experiment, space, phase, workers)"),
+    ("[experiment]\nobjective = 'm:f'\n[spaces]\n", "spaces: unknown table (allowed: experiment, space, phase, workers, stopping)"),
     ("[experiment]\nobjective = 'm:f'\n", "space: the [space] table is required"),
     ("[experiment\nobjective = 'm:f'\n", "TOML syntax error: "),
     ("[experiment]\nobjective = 'm:f'\nmax_initial_failures = -1\n[space]\nx = { type = 'fixed', value = 1 }\n",

@@ -59,7 +59,8 @@ def best_text(results: Results, fmt: str = "toml") -> str:
     if fmt == "json":
         return json.dumps(params, indent=1) + "\n"
     direction = results.attrs.get("direction", "minimize")
-    lines = [f"# best of {results.path}: trial {best['trial_id']}, value {best['value']:.10g} ({direction})"]
+    trained = f", {best['epochs']} epochs" if best.get("epochs") else ""
+    lines = [f"# best of {results.path}: trial {best['trial_id']}, value {best['value']:.10g} ({direction}){trained}"]
     lines += [f"{toml_key(name)} = {toml_value(value)}" for name, value in params.items()]
     return "\n".join(lines) + "\n"
 

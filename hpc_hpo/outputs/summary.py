@@ -8,9 +8,11 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from .._toml import tomllib
 from ..results.lockfile import writer_state
 from ..results.reader import Results, best_row, params_of
-from ..results.records import STATUSES, describe_params, format_duration
+from ..results.records import PRUNED, RUNNING, STATUSES, describe_params, format_duration
+from ..search.stopping import RULES, make_rule
 
 
 def _clock(t: float) -> str:
@@ -45,6 +47,7 @@ def status(results: Results, now: float | None = None) -> dict[str, Any]:
                      "age_seconds": float(now - r["t_submit"]) if math.isfinite(r["t_submit"]) else None}
                     for r in records if r["status"] == "running"],
         "workers": _workers(records, results, now),
+        "stopping": stopping_summary(results, records),
         "runs": [_run(run, i == len(results.runs) - 1, state) for i, run in enumerate(results.runs)],
     }
 
@@ -64,6 +67,8 @@ def status_text(results: Results, now: float | None = None) -> str:
         if pace["seconds_left"] is not None:
             text += f"; about {format_duration(pace['seconds_left'])} left"
         lines.append(text)
+    if s["stopping"] is not None:
+        lines.append(f"stopping    {stopping_text(s['stopping'])}")
     if s["running"]:
         lines.append("running     trial    rank  host                  gpus      age")
         for r in s["running"]:
@@ -86,6 +91,51 @@ def status_text(results: Results, now: float | None = None) -> str:
         lines.append(f"run {run['run']:<7d} started {_clock(run['started'])}, {run['ranks']} ranks "
                      f"({run['workers']} workers), {state}")
     return "\n".join(lines)
+
+
+def stopping_config(results: Results) -> dict[str, Any] | None:
+    """The ``[stopping]`` table of the experiment that wrote the file, or None without early stopping."""
+    try:
+        table = tomllib.loads(str(results.attrs.get("config", ""))).get("stopping")
+    except tomllib.TOMLDecodeError:
+        return None
+    if not isinstance(table, dict) or table.get("rule", "none") not in RULES[1:]:
+        return None
+    return table
+
+
+def stopping_summary(results: Results, records: list[dict] | None = None) -> dict[str, Any] | None:
+    """Per rung of the stopping rule: how many finished trials reached it and how many were stopped there
+    (before the next rung); the epochs trained, and what the same trials would have cost without stopping."""
+    table = stopping_config(results)
+    if table is None:
+        return None
+    records = results.records() if records is None else records
+    finished = [r for r in records if r["status"] != RUNNING]
+    max_epochs = int(table["max_epochs"])
+    rule = make_rule(table["rule"], int(table.get("min_epochs", 1)), max_epochs,
+                     float(table.get("reduction_factor", 3)), True, int(table.get("brackets", 0)))
+    ladder = list(rule.ladder)
+    rungs = []
+    for i, rung in enumerate(ladder):
+        below = ladder[i + 1] if i + 1 < len(ladder) else max_epochs
+        rungs.append({"epochs": rung, "reached": sum(int(r.get("epochs", 0)) >= rung for r in finished),
+                      "stopped": sum(r["status"] == PRUNED and rung <= int(r.get("epochs", 0)) < below
+                                     for r in finished)})
+    spent = sum(int(r.get("epochs", 0)) for r in finished)
+    return {"rule": str(table["rule"]), "metric": str(table.get("metric", "")), "max_epochs": max_epochs,
+            "rungs": rungs, "ran_to_the_end": sum(int(r.get("epochs", 0)) >= max_epochs for r in finished),
+            "epochs_trained": spent, "epochs_without_stopping": len(finished) * max_epochs}
+
+
+def stopping_text(s: dict[str, Any]) -> str:
+    """``asha on val_loss: 81 reached 1 epoch (50 stopped there), ...; 757 epochs trained, 35% of 2187``."""
+    parts = [f"{r['reached']} reached {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''} ({r['stopped']} stopped "
+             f"there)" for r in s["rungs"]]
+    parts.append(f"{s['ran_to_the_end']} ran to {s['max_epochs']}")
+    share = f", {100 * s['epochs_trained'] / s['epochs_without_stopping']:.0f}% of the {s['epochs_without_stopping']} " \
+            f"without stopping" if s["epochs_without_stopping"] else ""
+    return f"{s['rule']} on {s['metric']}: {', '.join(parts)}; {s['epochs_trained']} epochs trained{share}"
 
 
 def _age(seconds: float | None) -> str:

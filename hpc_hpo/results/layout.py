@@ -11,9 +11,9 @@ import numpy as np
 
 from ..search.space import CategoricalParam, FloatParam, IntParam, Param, Space
 
-FORMAT_VERSION = 3
-#: Formats this version reads (2 lacks the ``attempt`` column); only the current one is resumed.
-READABLE_FORMATS = (2, 3)
+FORMAT_VERSION = 4
+#: Formats this version reads (2 lacks the ``attempt`` column, 3 the ``epochs`` one); only the current one is resumed.
+READABLE_FORMATS = (2, 3, 4)
 #: Oldest HDF5 file format we write: readable by HDF5 1.10 and later, and SWMR-capable.
 LIBVER = ("v110", "v110")
 ERROR_BYTES = 2048
@@ -44,6 +44,7 @@ BASE_COLUMNS: list[tuple[str, Any]] = [
     ("suggest_seconds", "<f8"),
     ("gpus", f"S{GPUS_BYTES}"),
     ("memory_mb", "<f4"),
+    ("epochs", "<i4"),
     ("error", f"S{ERROR_BYTES}"),
 ]
 

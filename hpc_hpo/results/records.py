@@ -10,8 +10,10 @@ DONE = "done"
 FAILED = "failed"
 #: Killed after ``workers.trial_timeout`` seconds: a failed trial that ran out of time.
 TIMEOUT = "timeout"
+#: Stopped early by the stopping rule (``[stopping]``): its value is what it returned when it stopped.
+PRUNED = "pruned"
 #: Every status a trial row can have, in the order ``status`` lists them.
-STATUSES = (DONE, FAILED, TIMEOUT, RUNNING)
+STATUSES = (DONE, PRUNED, FAILED, TIMEOUT, RUNNING)
 
 
 #: The metrics of a trial that has none (shared, so it must not be changed).
@@ -21,14 +23,15 @@ NO_METRICS: Any = MappingProxyType({})
 class TrialRecord(NamedTuple):
     """One trial: where it came from, where it ran, what it gave.
 
-    ``value`` is what the objective returned (None unless ``status`` is done); times are
+    ``value`` is what the objective returned (None unless ``status`` is done or pruned); times are
     UNIX seconds (NaN until known). ``params`` is None while a worker is still choosing the
     point of a Bayesian trial. ``repeat`` counts evaluations of the same point (0 for the
     first); ``attempt`` counts runs of this very trial (2 when a resumed job re-ran a trial
     that was running when the previous job died); ``group`` is the trial id of that first evaluation. ``suggest_seconds`` is the
     time a worker spent choosing the point (NaN when the master chose it). ``gpus`` names the
     GPUs the trial ran on (``"cpu"`` for none); ``memory_mb`` is the resident memory of the
-    process that ran it, measured when it ended (NaN if unknown). An immutable
+    process that ran it, measured when it ended (NaN if unknown). ``epochs`` is how many epochs it
+    trained, as it reported them (the last reported epoch + 1; 0 if it reported none). An immutable
     NamedTuple, like the protocol messages: the master builds two per trial.
     """
 
@@ -51,6 +54,7 @@ class TrialRecord(NamedTuple):
     suggest_seconds: float = float("nan")
     gpus: str = ""
     memory_mb: float = float("nan")
+    epochs: int = 0
 
 
 def describe_params(params: dict[str, Any]) -> str:

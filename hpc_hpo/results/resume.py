@@ -32,7 +32,7 @@ from ..config import Config
 from ..errors import ConfigError, ResultsWriteError, StoreError
 from ..search.space import Space
 from .layout import DATASETS, FORMAT_VERSION, LIBVER, READABLE_FORMATS, decode_attrs, make_layout, param_column, trial_dtype
-from .records import RUNNING, STATUSES, TrialRecord
+from .records import DONE, PRUNED, RUNNING, STATUSES, TrialRecord
 from .writer import ResultsWriter, writing
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,22 @@ FINISHED = tuple(s.encode() for s in STATUSES if s != RUNNING)
 class Previous:
     """What the results file holds before this job continues it."""
 
-    trials: list[TrialRecord]  # finished (done, failed, timeout), in the order they were stored
+    trials: list[TrialRecord]  # finished (done, pruned, failed, timeout), in the order they were stored
     rerun: list[TrialRecord]  # running with a known point when the last job ended: run again first
     next_id: int  # the first trial id this job may use
     outside: int = 0  # finished trials whose point lies outside a changed (--force) space
+    epochs: np.ndarray | None = None  # the /epochs rows: what trials reported while they ran
+
+    def reports(self, metric: str) -> list[tuple[int, int, float]]:
+        """(trial id, epoch, value) of ``metric`` as the finished trials reported it, in the order it came: what a
+        stopping rule's rungs are rebuilt from. A trial that ran more than once counts its last attempt only;
+        trials to run again are left out (they are judged afresh)."""
+        if self.epochs is None or not len(self.epochs):
+            return []
+        started = {r.trial_id: r.t_start for r in self.trials}
+        rows = self.epochs[self.epochs["name"] == metric.encode()]
+        return [(int(row["trial_id"]), int(row["epoch"]), float(row["value"])) for row in rows
+                if int(row["trial_id"]) in started and not row["time"] < started[int(row["trial_id"])]]
 
 
 def open_for_resume(path: Path, config: Config, slots: int, force: bool, attrs: dict[str, Any] | None = None,
@@ -211,7 +223,7 @@ def previous_trials(file: h5py.File, space: Space) -> Previous:
         if params is not None:
             rerun.append(_record(row, params))
     ids = [int(r["trial_id"]) for r in trials] + [int(r["trial_id"]) for r in running if r["status"]]
-    return Previous(finished, rerun, next_id=max(ids, default=-1) + 1, outside=outside)
+    return Previous(finished, rerun, next_id=max(ids, default=-1) + 1, outside=outside, epochs=file["epochs"][:])
 
 
 def _params(row: np.void, space: Space) -> dict | None:
@@ -236,7 +248,7 @@ def _record(row: np.void, params: dict | None) -> TrialRecord:
         trial_id=int(row["trial_id"]), status=status, params=params, phase=int(row["phase"]),
         strategy=text("strategy"), rank=int(row["rank"]), host=text("host"), t_submit=float(row["t_submit"]),
         t_start=float(row["t_start"]), t_end=float(row["t_end"]),
-        value=None if status != "done" else float(row["value"]), error=text("error"), repeat=int(row["repeat"]),
+        value=float(row["value"]) if status in (DONE, PRUNED) else None, error=text("error"), repeat=int(row["repeat"]),
         attempt=int(row["attempt"]), group=int(row["group"]), suggest_seconds=float(row["suggest_seconds"]),
-        gpus=text("gpus"), memory_mb=float(row["memory_mb"]),
+        gpus=text("gpus"), memory_mb=float(row["memory_mb"]), epochs=int(row["epochs"]),
     )

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from .protocol import Message, decode, encode
+from .protocol import Epoch, Message, decode, encode
 
 #: Environment variables set by MPI launchers (mpirun/mpiexec of Open MPI, MPICH, Intel MPI,
 #: MVAPICH, Cray PALS, and srun with PMI or PMIx). Any of them means "start MPI".
@@ -100,8 +100,9 @@ class LocalComm(Comm):
     """One process plays master and worker: a message to the worker is handled at once.
 
     ``handler`` is the in-process worker's ``handle(message)``; the worker answers through
-    :meth:`reply`, and its answers queue up for the master's next ``poll``. The in-process
-    worker counts as rank 0.
+    :meth:`reply`, and its answers queue up for the master's next ``poll``; an ``Epoch`` goes to
+    ``urgent`` at once when the master set it (the trial waits for the stopping rule's verdict). The
+    in-process worker counts as rank 0.
     """
 
     in_process = True
@@ -109,6 +110,7 @@ class LocalComm(Comm):
     def __init__(self, finalize: Callable[[], None] | None = None):
         self.rank, self.size = 0, 1
         self.handler: Callable[[Message], None] | None = None
+        self.urgent: Callable[[Message], None] | None = None
         self._replies: deque[Message] = deque()
         self._finalize = finalize
 
@@ -118,7 +120,10 @@ class LocalComm(Comm):
 
     def reply(self, message: Message) -> None:
         """The in-process worker's way to answer the master."""
-        self._replies.append(message)
+        if self.urgent is not None and type(message) is Epoch:
+            self.urgent(message)
+        else:
+            self._replies.append(message)
 
     def send(self, message: Message, dest: int) -> None:
         self.handler(message)

@@ -29,15 +29,26 @@ from ..errors import (
     TrialAbandoned,
 )
 from ..logs import print_error
-from ..results.records import format_duration
+from ..results.records import DONE, PRUNED, format_duration
 from ..results.resume import Previous
 from ..results.writer import ResultsWriter
 from ..trials.devices import Binding
 from .comm import Backoff, Comm
 from .options import RunOptions
 from .progress import ProgressReporter
-from .protocol import Bye, Epoch, Hello, Interrupted, Result, Stop, Suggested, Task
-from .scheduler import Dispatch, Record, Scheduler, ShowRunning, StopWorker, TrialFinished, TrialStarted, WorkerReady
+from .protocol import Bye, Epoch, Hello, Interrupted, Result, Stop, Suggested, Task, Verdict
+from .scheduler import (
+    Dispatch,
+    EpochReported,
+    Judge,
+    Record,
+    Scheduler,
+    ShowRunning,
+    StopWorker,
+    TrialFinished,
+    TrialStarted,
+    WorkerReady,
+)
 from .signals import StopRequest
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,8 @@ MAX_IDLE_SLEEP = 0.02
 IDLE_SLEEP_FRACTION = 500
 #: While results stream in, update the progress display every this many messages.
 TICK_EVERY = 32
+#: The rank of the in-process worker when one process plays both roles.
+MASTER_RANK = 0
 #: Seconds the master waits, after a stop, for every worker to say Bye before it ends the job.
 SHUTDOWN_GRACE = 10.0
 
@@ -83,7 +96,8 @@ class MasterLoop:
                      self.job_end.source, _clock(self.deadline))
         self.scheduler = Scheduler.from_config(config, deadline=self.deadline)
         if previous is not None:
-            self.scheduler.restore(previous.trials, previous.rerun, previous.next_id)
+            reports = previous.reports(config.stopping.metric) if config.stopping.active else ()
+            self.scheduler.restore(previous.trials, previous.rerun, previous.next_id, reports)
             p = self.scheduler.progress
             log.info("resuming %s: %d of %d trials finished (%d failed), %d to run again, %d to go", config.results_path,
                      p.finished, p.budget, p.failed, len(previous.rerun), max(0, p.budget - p.finished))
@@ -99,6 +113,10 @@ class MasterLoop:
         self._winding_down = False  # in the wind-down's loop: a second signal closes the file, then ends the job
         self._end_now = False
         self.stop_request = stop_request or StopRequest(on_second=lambda signum: comm.abort(EXIT_INTERRUPTED))
+        self._metric_seen = not config.stopping.active  # some trial reported the stopping metric (or warned none did)
+        self._reported_names: set[str] = set()
+        if comm.in_process:  # one process: a reported epoch is judged while its trial runs, inside this send
+            comm.urgent = lambda message: self.handle(MASTER_RANK, message)
 
     def apply(self, instructions) -> None:
         for instruction in instructions:
@@ -107,11 +125,14 @@ class MasterLoop:
                 trial, suggest = instruction
                 self.writer.set_running(self.slots[trial.rank], trial)
                 task = Task(trial.trial_id, trial.params, trial.phase, trial.strategy,
-                            None if suggest is None else tuple(suggest))
+                            None if suggest is None else tuple(suggest), self.scheduler.rungs_for(trial.trial_id))
                 if self.comm.in_process and self.writer.dirty:
                     self.writer.flush()  # the trial runs inside this send: what finished before it is stored first
                 self.comm.send(task, trial.rank)
+            elif kind is Judge:
+                self.comm.send(Verdict(instruction.trial_id, instruction.epoch, instruction.stop), instruction.rank)
             elif kind is Record:
+                self._check_metric(instruction.trial)
                 self.writer.set_running(self.slots[instruction.trial.rank], None)
                 self.writer.append(instruction.trial)
                 self.reporter.trial(instruction.trial)
@@ -138,12 +159,33 @@ class MasterLoop:
             self.apply(self.scheduler.handle(started, time.time()))
         elif kind is Epoch:
             self.writer.append_epoch(message.trial_id, message.epoch, message.metrics, message.time)
+            if not self._metric_seen:
+                self._metric_seen = self.config.stopping.metric in message.metrics
+                self._reported_names.update(message.metrics)
+            if message.metrics:
+                self.apply(self.scheduler.handle(EpochReported(source, message.trial_id, message.epoch,
+                                                               message.metrics), 0.0))
         elif kind is Bye:
             pass  # a worker the scheduler stopped at the time limit, leaving
         elif kind is Interrupted:
             self.interrupted_by = f"rank {source} got {signal.Signals(message.signal).name}"
         else:
             raise RuntimeError(f"expected a Result or Suggested from rank {source}, got {message!r}")
+
+    def _check_metric(self, trial) -> None:
+        """Warn once, at the first trial that finished, if no trial reported the stopping rule's metric so far."""
+        if self._metric_seen or trial.status not in (DONE, PRUNED):
+            return
+        self._metric_seen = True
+        metric = self.config.stopping.metric
+        if trial.epochs == 0:
+            log.warning("stopping.metric: trial %d finished without reporting any epoch: no trial can be stopped early "
+                        "(call trial.report(epoch, {%r: ...}) after each epoch, or use hpc_hpo.tf.epoch_callback)",
+                        trial.trial_id, metric)
+        else:
+            log.warning("stopping.metric: trial %d reported %d epochs but never %r: no trial can be stopped early "
+                        "(got %s; check the name in [stopping])", trial.trial_id, trial.epochs, metric,
+                        ", ".join(sorted(self._reported_names)) or "no metric")
 
     def _adapt_sleep(self, backoff: Backoff, duration: float) -> None:
         """Sleep longer while waiting when trials are long: added latency stays <= 0.2% of a trial.

@@ -17,7 +17,7 @@ import time
 from typing import NamedTuple
 
 from ..logs import set_status_line
-from ..results.records import DONE, TrialRecord, describe_params, format_duration
+from ..results.records import DONE, PRUNED, TrialRecord, describe_params, format_duration
 from .scheduler import Progress
 
 log = logging.getLogger("hpc_hpo.run.master")
@@ -66,7 +66,11 @@ class ProgressReporter:
 
     def trial(self, record: TrialRecord) -> None:
         p = self.progress
-        if record.status != DONE:
+        if record.status == PRUNED:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("trial %d pruned after %d epochs at %.6g on rank %d", record.trial_id, record.epochs,
+                          record.value, record.rank)
+        elif record.status != DONE:
             log.warning("trial %d %s on rank %d: %s", record.trial_id, record.status, record.rank,
                         record.error.splitlines()[0])
         elif log.isEnabledFor(logging.DEBUG):
@@ -123,7 +127,8 @@ class ProgressReporter:
         p = self.progress
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = (p.finished - self.finished_before) / elapsed
-        text = f"{p.finished}/{p.budget} finished ({p.failed} failed), {running} running"
+        pruned = f"{p.pruned} pruned, " if p.pruned else ""
+        text = f"{p.finished}/{p.budget} finished ({pruned}{p.failed} failed), {running} running"
         if p.best_value is not None:
             text += f", best {p.best_value:.6g} (trial {p.best_trial})"
         text += f", {rate * 3600:.0f} trials/h" if rate < 1 else f", {rate:.1f} trials/s"

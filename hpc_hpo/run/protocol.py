@@ -8,6 +8,7 @@ The conversation of one worker:
     master -> worker   Task(...)                one in flight per worker
     worker -> master   Suggested(...)           only for a Bayesian Task: the point it chose, first
     worker -> master   Epoch(...)               any number: metrics the trial reported on its way
+    master -> worker   Verdict(...)             after an Epoch that crossed one of the trial's rungs: go on or stop
     worker -> master   Result(...)              the master answers with the next Task or Stop
     master -> worker   Stop(exit_code)
 
@@ -31,7 +32,7 @@ from typing import Any, NamedTuple
 from .. import _version
 
 #: Raised when a message changes shape; master and workers must agree.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 
 def this_install() -> tuple[str, int]:
@@ -103,7 +104,9 @@ class Task(NamedTuple):
 
     For a Bayesian trial ``params`` is None and ``suggest`` is (observations the worker has
     not seen, points pending elsewhere): the worker chooses the point, says so with
-    :class:`Suggested`, then evaluates it.
+    :class:`Suggested`, then evaluates it. ``rungs`` (with ``[stopping]``): the numbers of epochs
+    trained after which the trial is judged; a report that crosses one waits for the master's
+    :class:`Verdict`.
     """
 
     TAG = 3
@@ -112,6 +115,7 @@ class Task(NamedTuple):
     phase: int
     strategy: str
     suggest: tuple | None = None
+    rungs: tuple = ()
 
 
 class Suggested(NamedTuple):
@@ -128,7 +132,8 @@ class Result(NamedTuple):
 
     ``status`` is "done", "failed" or "timeout"; ``memory_mb`` the resident memory of the
     process that ran the trial, when it ended. ``retire`` (why) says that the worker takes no
-    more trials: its trial process failed to start several times in a row.
+    more trials: its trial process failed to start several times in a row. ``epochs``: how many
+    epochs the trial reported (its last epoch + 1).
     """
 
     TAG = 4
@@ -141,6 +146,7 @@ class Result(NamedTuple):
     status: str = ""
     memory_mb: float = float("nan")
     retire: str = ""
+    epochs: int = 0
 
 
 class Epoch(NamedTuple):
@@ -151,6 +157,15 @@ class Epoch(NamedTuple):
     epoch: int
     metrics: dict
     time: float
+
+
+class Verdict(NamedTuple):
+    """The stopping rule judged trial ``trial_id`` after its report of ``epoch``: ``stop`` it, or let it go on."""
+
+    TAG = 11
+    trial_id: int
+    epoch: int
+    stop: bool
 
 
 class Stop(NamedTuple):
@@ -176,10 +191,10 @@ class Bye(NamedTuple):
     rank: int
 
 
-Message = Join | Setup | Hello | Task | Suggested | Result | Epoch | Stop | Interrupted | Bye
+Message = Join | Setup | Hello | Task | Suggested | Result | Epoch | Verdict | Stop | Interrupted | Bye
 
-_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Join, Setup, Hello, Task, Suggested, Result, Epoch, Stop,
-                                                     Interrupted, Bye)}
+_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Join, Setup, Hello, Task, Suggested, Result, Epoch, Verdict,
+                                                     Stop, Interrupted, Bye)}
 
 
 def encode(message: Message) -> tuple[int, tuple]:

@@ -18,13 +18,22 @@ workers where possible. Repeat 0 is the trial that proposed it; its id is the ``
 
 A worker whose result says it *retires* (its trial process could not start, again and again)
 is stopped and the search goes on with the others; when none is left and work remains, the
-search fails. :meth:`Scheduler.shutdown` ends the search early (a signal, the time limit):
+search fails.
+
+Early stopping (``[stopping]``): the scheduler holds the stopping rule
+(:mod:`hpc_hpo.search.stopping`); each reported epoch (``EpochReported``) that crosses one of the
+trial's rungs gets a ``Judge`` instruction: go on or stop. A stopped trial returns what it has
+and is recorded as ``pruned``: it counts towards the budget but never as a failure, and the best
+trial is chosen among those that ran to the end. Bayesian workers learn from every trial through
+its values at the rungs it reached (``history`` entries carry them as a third element).
+:meth:`Scheduler.shutdown` ends the search early (a signal, the time limit):
 nothing more is handed out, results still arriving are recorded, running trials stay running.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -32,7 +41,8 @@ import numpy as np
 
 from ..config import Config, PhaseConfig
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE
-from ..results.records import DONE, FAILED, RUNNING, TrialRecord
+from ..results.records import DONE, FAILED, PRUNED, RUNNING, TrialRecord
+from ..search.stopping import NoStopping, Report, StoppingRule, make_rule
 from ..search.strategies import STRATEGIES, Strategy
 from .protocol import Result
 
@@ -68,6 +78,15 @@ class TrialFinished(NamedTuple):
     result: Result
 
 
+class EpochReported(NamedTuple):
+    """A running trial reported metrics after ``epoch`` (0-based)."""
+
+    rank: int
+    trial_id: int
+    epoch: int
+    metrics: dict
+
+
 # --- instructions: what the driver must do -------------------------------------------------
 
 
@@ -98,6 +117,15 @@ class Record(NamedTuple):
     """Store this finished trial."""
 
     trial: TrialRecord
+
+
+class Judge(NamedTuple):
+    """Tell the worker running ``trial_id`` whether it goes on after ``epoch`` (the stopping rule's verdict)."""
+
+    rank: int
+    trial_id: int
+    epoch: int
+    stop: bool
 
 
 class StopWorker(NamedTuple):
@@ -146,12 +174,13 @@ class Progress:
     issued: int = 0
     done: int = 0
     failed: int = 0
+    pruned: int = 0
     best_value: float | None = None
     best_trial: int | None = None
 
     @property
     def finished(self) -> int:
-        return self.done + self.failed
+        return self.done + self.failed + self.pruned
 
 
 @dataclass
@@ -163,6 +192,9 @@ class Scheduler:
     max_initial_failures: int = 10
     #: No trial starts unless it is expected to end by then (UNIX seconds; None: no limit).
     deadline: float | None = None
+    #: The early-stopping rule and the reported metric it judges.
+    stopping: StoppingRule = field(default_factory=lambda: NoStopping(1, 1))
+    stop_metric: str = ""
     progress: Progress = field(init=False)
     running: dict[int, TrialRecord] = field(default_factory=dict, init=False)
     hosts: dict[int, str] = field(default_factory=dict, init=False)
@@ -172,8 +204,9 @@ class Scheduler:
     retired: dict[int, str] = field(default_factory=dict, init=False)
     exit_code: int = field(default=EXIT_OK, init=False)
     error: str = field(default="", init=False)
-    #: Every finished trial as (params, value or None), in order: what Bayesian workers learn from.
-    history: list[tuple[dict, float | None]] = field(default_factory=list, init=False)
+    #: Every finished trial as (params, value or None), in order: what Bayesian workers learn from. With a
+    #: stopping rule, (params, value or None, values at the rungs reached [+ the final value if it ran to the end]).
+    history: list[tuple] = field(default_factory=list, init=False)
     _seen: dict[int, int] = field(default_factory=dict, init=False)
     _choosing: set[int] = field(default_factory=set, init=False)
     _idle: deque = field(default_factory=deque, init=False)
@@ -192,9 +225,11 @@ class Scheduler:
 
     @classmethod
     def from_config(cls, config: Config, deadline: float | None = None) -> Scheduler:
-        e = config.experiment
+        e, s = config.experiment, config.stopping
+        rule = make_rule(s.rule, s.min_epochs, max(s.max_epochs, s.min_epochs), s.reduction_factor, e.minimize,
+                         s.brackets)
         return cls(build_phases(config), minimize=e.minimize, max_initial_failures=e.max_initial_failures,
-                   deadline=deadline)
+                   deadline=deadline, stopping=rule, stop_metric=s.metric)
 
     @property
     def finished(self) -> bool:
@@ -208,6 +243,8 @@ class Scheduler:
                 self._retire(event.rank, event.result.retire, instructions)
             elif event.rank not in self.stopped:  # a result that arrives after a shutdown is only recorded
                 self._idle.append(event.rank)  # behind the workers that have waited longer
+        elif type(event) is EpochReported:
+            return self._on_epoch(event)
         elif type(event) is TrialStarted:
             instructions = self._on_started(event)
         elif type(event) is WorkerReady:
@@ -222,15 +259,22 @@ class Scheduler:
             self._wake_idle(now, instructions)
         return instructions
 
-    def restore(self, trials: list[TrialRecord], rerun: list[TrialRecord], next_id: int) -> None:
+    def rungs_for(self, trial_id: int) -> tuple[int, ...]:
+        """The numbers of epochs trained after which ``trial_id`` is judged (empty without a stopping rule)."""
+        return self.stopping.rungs_for(trial_id)
+
+    def restore(self, trials: list[TrialRecord], rerun: list[TrialRecord], next_id: int,
+                reports: Iterable[tuple[int, int, float]] = ()) -> None:
         """Continue a search from its results file (before any worker is ready).
 
         ``trials`` (finished) count towards the budget and teach the strategies; the phase plan
         goes on after the points already proposed (a phase's own strategy replays its proposals,
         so its random stream continues where it was); ``rerun`` (running when the last job
         ended) are handed out first, each with the next attempt number; missing repeats of a
-        point are queued again.
+        point are queued again. ``reports`` (trial id, epoch, value of the stopping metric) of the finished
+        trials rebuild the stopping rule's rungs.
         """
+        self.stopping.replay(Report(*report) for report in reports)
         points: dict[int, int] = {}
         present: dict[int, set[int]] = {}
         for record in (*trials, *rerun):
@@ -248,12 +292,12 @@ class Scheduler:
         for record in trials:
             if record.params is None:  # outside a space changed with --force: stored, but not learned from
                 continue
-            self.history.append((record.params, record.value))
+            self.history.append(self._observation(record))
             self._count(record)
             if 1 <= record.phase <= len(self.phases):
                 phase = self.phases[record.phase - 1]
                 if not phase.strategy.suggests_on_worker:
-                    phase.strategy.tell(record.params, record.value)
+                    phase.strategy.tell(record.params, record.value if record.status == DONE else None)
         for record in (*trials, *rerun):  # points whose repeats were not all handed out
             if record.repeat == 0 and record.params is not None and 1 <= record.phase <= len(self.phases):
                 for repeat in range(1, self.phases[record.phase - 1].config.repeats):
@@ -291,21 +335,43 @@ class Scheduler:
         self._queue_repeats(trial)
         return [ShowRunning(trial)]
 
+    def _on_epoch(self, event: EpochReported) -> list:
+        """Judge a reported epoch by the stopping rule; a verdict only where it crossed one of the trial's rungs."""
+        trial = self.running.get(event.rank)
+        value = event.metrics.get(self.stop_metric)
+        if value is None or trial is None or trial.trial_id != event.trial_id:
+            return []  # another metric, or a report of a trial this worker no longer runs
+        decision = self.stopping.handle(Report(event.trial_id, event.epoch, value))
+        if decision is None:
+            return []
+        return [Judge(event.rank, event.trial_id, event.epoch, decision.stop)]
+
+    def _observation(self, record: TrialRecord) -> tuple:
+        """What Bayesian workers learn from a finished trial (see ``history``)."""
+        value = record.value if record.status == DONE else None
+        if isinstance(self.stopping, NoStopping):
+            return (record.params, value)
+        levels = self.stopping.levels(record.trial_id)
+        if record.status == DONE:
+            levels += (record.value,)
+        return (record.params, value, levels)
+
     def _on_result(self, rank: int, result: Result, now: float) -> list:
         trial = self.running.pop(rank, None)
         if trial is None or trial.trial_id != result.trial_id or trial.params is None:
             raise RuntimeError(f"rank {rank} returned trial {result.trial_id}, but it was running {trial!r}")
         status = result.status or (FAILED if result.error else DONE)
-        value = result.value if status == DONE else None
+        value = result.value if status in (DONE, PRUNED) else None
         record = trial._replace(status=status, t_start=result.t_start, t_end=result.t_end, value=value,
-                                metrics=result.metrics, error=result.error, memory_mb=result.memory_mb)
-        self.history.append((trial.params, value))
+                                metrics=result.metrics, error=result.error, memory_mb=result.memory_mb,
+                                epochs=result.epochs)
+        self.history.append(self._observation(record))
         if now >= trial.t_submit:  # on the master's clock, from hand-out to result: the step and the messages too
             self._durations.append(now - trial.t_submit)
         self._count(record)
         phase = self.phases[trial.phase - 1]
         if not phase.strategy.suggests_on_worker:
-            phase.strategy.tell(trial.params, value)
+            phase.strategy.tell(trial.params, value if status == DONE else None)
         return [Record(record)]
 
     def _retire(self, rank: int, reason: str, instructions: list) -> None:
@@ -319,6 +385,9 @@ class Scheduler:
 
     def _count(self, record: TrialRecord) -> None:
         p = self.progress
+        if record.status == PRUNED:  # stopped early on purpose: neither a failure nor a candidate for the best
+            p.pruned += 1
+            return
         if record.status != DONE:  # failed or timed out
             p.failed += 1
             if self.max_initial_failures and p.done == 0 and p.failed >= self.max_initial_failures:

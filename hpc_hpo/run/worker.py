@@ -1,6 +1,6 @@
 """The worker driver: turns the master's messages into trials and results.
 
-:class:`Worker` holds the logic (Join first; Setup -> Hello, Task -> [Suggested] -> [Epoch...] -> Result) and replies
+:class:`Worker` holds the logic (Join first; Setup -> Hello, Task -> [Suggested] -> [Epoch [<- Verdict]...] -> Result) and replies
 through the ``send`` it is given, so it serves both the MPI loop in :func:`run_worker` and
 the one-process run, where :class:`hpc_hpo.run.comm.LocalComm` hands it messages directly.
 The Gaussian-process code is imported during set-up when the experiment has a phase whose
@@ -29,16 +29,33 @@ from ..errors import EXIT_INTERRUPTED, EXIT_RESUMABLE, ObjectiveImportError, Sta
 from ..search.strategies import STRATEGIES
 from ..trials.devices import Binding, Place, apply_binding, here
 from ..trials.executor import InlineExecutor, ProcessExecutor, choose_executor
+from ..results.records import DONE, PRUNED
 from ..trials.objective import TrialContext
 from .comm import MASTER, Backoff, Comm
 from .options import Ended
-from .protocol import Bye, Epoch, Hello, Interrupted, Join, Message, Result, Setup, Stop, Suggested, Task, this_install
+from .protocol import (
+    Bye,
+    Epoch,
+    Hello,
+    Interrupted,
+    Join,
+    Message,
+    Result,
+    Setup,
+    Stop,
+    Suggested,
+    Task,
+    Verdict,
+    this_install,
+)
 from .signals import StopRequest
 
 log = logging.getLogger(__name__)
 
 #: A worker whose trial process fails to start this many times in a row takes no more trials.
 MAX_START_FAILURES = 3
+#: Seconds a trial waits at a rung for the stopping rule's verdict before it goes on without one.
+VERDICT_TIMEOUT = 30.0
 
 
 class Worker:
@@ -57,6 +74,7 @@ class Worker:
         #: whether the job is ending (a signal, or the master's Stop).
         self.stop_request: StopRequest | None = None
         self.abandon: Callable[[], bool] | None = None
+        self._verdicts: dict[int, bool] = {}  # trial -> the stopping rule's last verdict, not yet taken
 
     def join(self, place: Place) -> None:
         """Tell the master this rank has started, which install it runs and where: the first message."""
@@ -64,7 +82,9 @@ class Worker:
 
     def handle(self, message: Message) -> None:
         """Act on a message from the master; replies go out through ``send``."""
-        if isinstance(message, Task):
+        if isinstance(message, Verdict):
+            self._verdicts[message.trial_id] = message.stop
+        elif isinstance(message, Task):
             self.run_task(message)
         elif isinstance(message, Setup):
             self.send(self.setup(message))
@@ -124,16 +144,30 @@ class Worker:
         if self.stop_request is not None and self.stop_request.requested:
             raise TrialAbandoned
         params = task.params if task.suggest is None else self.choose(task)
-        experiment = self.config.experiment
+        experiment, stopping = self.config.experiment, self.config.stopping
         context = TrialContext(
             trial_id=task.trial_id, params=params, rank=self.rank, host=self.host, phase=task.phase,
             strategy=task.strategy, experiment=experiment.name, experiment_seed=experiment.seed,
             workdir_root=experiment.workdir, gpus=self.binding.gpus,
+            max_epochs=stopping.max_epochs if stopping.active else None,
         )
-        trial_id, send = task.trial_id, self.send
+        trial_id, send, rungs = task.trial_id, self.send, task.rungs
+        self._verdicts.pop(trial_id, None)
+        trained = 0  # epochs reported: the last reported epoch + 1
+        next_rung = 0  # index of the first rung of ``rungs`` not yet crossed
+        pruned = False
 
-        def report(epoch: int, metrics: dict) -> None:
+        def report(epoch: int, metrics: dict) -> bool:
+            """Send the epoch; after a rung (with the rule's metric) wait for the verdict. True: stop."""
+            nonlocal trained, next_rung, pruned
+            trained = max(trained, epoch + 1)
             send(Epoch(trial_id, epoch, metrics, time.time()))
+            if pruned or next_rung >= len(rungs) or epoch + 1 < rungs[next_rung] or stopping.metric not in metrics:
+                return pruned
+            while next_rung < len(rungs) and epoch + 1 >= rungs[next_rung]:
+                next_rung += 1
+            pruned = self.await_verdict(trial_id, epoch)
+            return pruned
 
         t_start = time.time()
         inline = isinstance(self.executor, InlineExecutor) and self.stop_request is not None
@@ -151,10 +185,27 @@ class Worker:
             self.retired = (f"its trial process failed to start {failures} times in a row (last: "
                             f"{outcome.error.splitlines()[0]})")
             log.warning("retiring: %s", self.retired)
+        status = PRUNED if pruned and outcome.status == DONE else outcome.status
         self.send(Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end,
-                         outcome.status, outcome.memory_mb, self.retired))
+                         status, outcome.memory_mb, self.retired, trained))
         if self.retired:
             self.close()  # after the result: the master hands the trial's work to the others at once
+
+    def await_verdict(self, trial_id: int, epoch: int) -> bool:
+        """The stopping rule's verdict on the epoch just reported (True: stop). It comes within milliseconds;
+        without one (the job is ending, or VERDICT_TIMEOUT passed) the trial goes on."""
+        deadline = time.monotonic() + VERDICT_TIMEOUT
+        backoff = Backoff(spin=0.0005, max_sleep=0.0005)
+        while trial_id not in self._verdicts:
+            # In one process the verdict came inside the send; over MPI ``abandon`` polls and keeps it.
+            if self.abandon is None or self.abandon():
+                return False
+            if time.monotonic() > deadline:
+                log.warning("trial %d: no verdict of the stopping rule after epoch %d within %g s; it goes on",
+                            trial_id, epoch, VERDICT_TIMEOUT)
+                return False
+            backoff.wait()
+        return self._verdicts.pop(trial_id)
 
     def choose(self, task: Task) -> dict:
         """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
@@ -201,7 +252,10 @@ def run_worker(comm: Comm) -> Ended:
             return True
         received = comm.poll()
         if received is not None:
-            received_during_trial.append(received[1])
+            if type(received[1]) is Verdict:
+                worker.handle(received[1])  # for the running trial, which waits for it
+            else:
+                received_during_trial.append(received[1])
         return bool(received_during_trial) and isinstance(received_during_trial[0], Stop)
 
     worker.abandon = abandon

@@ -14,6 +14,8 @@ that crashes, hangs or leaks cannot take the MPI job with it:
   new child (``start_failures`` counts such failures in a row, for the worker to retire);
 - a trial running past ``trial_timeout`` is asked to stop (SIGUSR1, ``trial.should_stop()``),
   killed after a short grace, and recorded as ``timeout``;
+- a trial the stopping rule stops learns it in the answer to the report that crossed the rung:
+  the same flag as the timeout's request (``trial.should_stop()``);
 - a failed trial's error ends with the last lines of its ``stderr.txt``.
 
 :func:`choose_executor` resolves ``executor = "auto"`` without importing the objective.
@@ -50,7 +52,8 @@ STDERR_TAIL_LINES = 15
 _LAUNCHER_PREFIXES = ("OMPI_", "PMIX_", "PMI_", "HYDRA_", "PALS_", "MPI_LOCALRANKID")
 _KEEP = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
 
-Reporter = Callable[[int, dict], None]
+#: Takes a reported epoch and its metrics; returns True when the trial must stop (the stopping rule's verdict).
+Reporter = Callable[[int, dict], bool]
 #: Asked while a trial runs in a child: True when the job is ending and the trial must be dropped.
 Abandon = Callable[[], bool]
 #: How often a supervising worker asks ``abandon`` (seconds).
@@ -65,9 +68,16 @@ class InlineExecutor:
 
     def run(self, params: dict[str, Any], context: TrialContext, report: Reporter | None = None,
             abandon: Abandon | None = None) -> Outcome:
-        """``abandon`` is not asked: an inline trial is only ended by a signal (:class:`TrialAbandoned`)."""
-        if report is not None:
-            context = dataclasses.replace(context, reporter=report)
+        """``abandon`` is not asked: an inline trial is only ended by a signal (:class:`TrialAbandoned`);
+        a trial that ``report`` says must stop sees ``trial.should_stop()`` turn true."""
+        stopped = False
+
+        def reporter(epoch: int, metrics: dict) -> None:
+            nonlocal stopped
+            if report is not None and report(epoch, metrics):
+                stopped = True
+
+        context = dataclasses.replace(context, reporter=reporter, stop_requested=lambda: stopped)
         outcome = self.objective(params, context)
         return dataclasses.replace(outcome, memory_mb=resident_mb())
 
@@ -196,9 +206,10 @@ class ProcessExecutor:
                 except (EOFError, OSError):
                     ready = [child.process.sentinel]
                 else:
-                    if message[0] == "epoch":
-                        if report is not None:
-                            report(message[1], message[2])
+                    if message[0] == "epoch":  # the child waits for the verdict before it goes on
+                        stop = report is not None and report(message[1], message[2])
+                        with contextlib.suppress(OSError, ValueError):
+                            child.conn.send(("verdict", bool(stop)))
                         continue
                     outcome = message[1]
                     if asked_to_stop:  # it stopped when asked, after its time was up

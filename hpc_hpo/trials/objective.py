@@ -37,8 +37,10 @@ class TrialContext:
     ``workdir`` is this trial's own directory (PHS's ``worker_save_path``); it is created the
     first time it is used. ``gpus`` are the GPUs this trial may use, as the batch system
     numbers them (empty on CPU); inside the trial they are the only ones visible.
-    :meth:`report` records metrics per epoch (the ``/epochs`` table of the results file);
-    :meth:`should_stop` says the trial is asked to end early (it ran out of time).
+    :meth:`report` records metrics per epoch (the ``/epochs`` table of the results file), epochs
+    counted from 0 as Keras counts them; :meth:`should_stop` says the trial is asked to end early
+    (the stopping rule stopped it, or it ran out of time). ``max_epochs`` is what a trial that is
+    never stopped trains for (``[stopping]``; None without a stopping rule).
     """
 
     trial_id: int
@@ -51,11 +53,15 @@ class TrialContext:
     experiment_seed: int = field(repr=False, default=0)
     workdir_root: str = field(repr=False, default=".")
     gpus: tuple[str, ...] = ()
+    max_epochs: int | None = None
     reporter: Callable[[int, dict[str, float]], None] | None = field(default=None, repr=False, compare=False)
     stop_requested: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
 
     def report(self, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Record ``metrics`` (name -> number) of this trial after ``epoch``; others are skipped."""
+        """Record ``metrics`` (name -> number) of this trial after ``epoch`` (0 for the first); others are skipped.
+
+        With a stopping rule, a report after one of the trial's rungs waits (milliseconds) for the
+        rule's verdict: check :meth:`should_stop` right after it."""
         if self.reporter is None:
             return
         numbers = {}

@@ -5,13 +5,14 @@ launcher's variables, and never imports mpi4py. It loads the objective once, the
 trials over a pipe until told to stop or its parent dies:
 
     parent -> child   (params, context)     run one trial
-    child -> parent   ("epoch", n, metrics) any number, while the trial runs
+    child -> parent   ("epoch", n, metrics) any number, while the trial runs...
+    parent -> child   ("verdict", stop)     ...each answered: True when the stopping rule stops the trial
     child -> parent   ("outcome", Outcome)  the trial ended
     parent -> child   None                  exit
 
 Each trial's stdout and stderr (file descriptors 1 and 2, so TensorFlow's C++ logs too) go
-to ``stdout.txt`` and ``stderr.txt`` in its working directory. SIGUSR1 asks the running
-trial to stop early (``trial.should_stop()``); SIGINT is left to the worker.
+to ``stdout.txt`` and ``stderr.txt`` in its working directory. SIGUSR1 (a timeout) or a
+stopping verdict asks the running trial to stop early (``trial.should_stop()``); SIGINT is left to the worker.
 """
 
 from __future__ import annotations
@@ -104,6 +105,18 @@ def tidy_after_trial() -> None:
         gc.collect()
 
 
+def _report(conn, epoch: int, metrics: dict) -> None:
+    """Send a reported epoch to the worker and take its answer: stop now, or go on."""
+    global _stop_requested
+    conn.send(("epoch", epoch, metrics))
+    try:
+        kind, stop = conn.recv()
+    except (EOFError, OSError):
+        return  # the worker is gone; PR_SET_PDEATHSIG ends this process
+    if kind == "verdict" and stop:
+        _stop_requested = True
+
+
 def main(conn, objective_spec: str, base_dir: str, parent_pid: int) -> None:
     """Entry point of the child: load the objective, then serve trials."""
     _die_with_parent(parent_pid)
@@ -133,7 +146,7 @@ def main(conn, objective_spec: str, base_dir: str, parent_pid: int) -> None:
             return
         params, context = job
         _stop_requested = False
-        context = dataclasses.replace(context, reporter=lambda epoch, metrics: conn.send(("epoch", epoch, metrics)),
+        context = dataclasses.replace(context, reporter=lambda epoch, metrics: _report(conn, epoch, metrics),
                                       stop_requested=_is_stop_requested)
         with redirected_output(context.workdir):
             outcome = objective(params, context)

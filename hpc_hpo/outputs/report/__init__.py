@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ...results.reader import read_results
+from ..summary import stopping_summary
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
     out = _report_directory(results_path, directory)
     report = Report(out, out / "report.html")
     _draw_evolution_and_pairs(report, table, chosen, pairs_note, contour)
-    _draw_the_rest(report, table, ranking, now)
+    _draw_the_rest(report, table, ranking, now, stopping_summary(results))
     write_html(report, results, table, ranking, now, refresh if table.running_now else None)
     report.running = table.running_now
     report.finished = sum(n for status, n in table.counts.items() if status != "running")
@@ -149,9 +150,9 @@ def _draw_evolution_and_pairs(report: Report, table, chosen, pairs_note: str, co
              "labels: trial ids" + ("; shading: interpolated value" if contour else "") + ".")
 
 
-def _draw_the_rest(report: Report, table, ranking, now: float) -> None:
+def _draw_the_rest(report: Report, table, ranking, now: float, stopping: dict | None = None) -> None:
     """Parallel coordinates, timeline, learning curves, importance and slices: each where the data allow it."""
-    from .curves import curves_figure, has_curves
+    from .curves import curves_figure, has_curves, rungs_figure
     from .importance import MIN_TRIALS, importance_figure
     from .parallel import parallel_figure
     from .slices import has_slices, slices_figure
@@ -166,9 +167,14 @@ def _draw_the_rest(report: Report, table, ranking, now: float) -> None:
          "point; white: idle; right: share of the time spent in trials.")
     if has_curves(table):
         _add(report, "curves", "Learning curves", "curves", curves_figure(table),
-             "What trials reported per epoch, a line per trial coloured by its final value; the best in red.")
+             "What trials reported per epoch, a line per trial coloured by its final value; the best in red; "
+             "trials the stopping rule stopped are faded, with a cross where they stopped.")
     else:
         report.notes.append("learning curves: no trial reported per-epoch metrics (trial.report or the Keras callback)")
+    if stopping is not None:
+        _add(report, "rungs", "Epochs per rung", "rungs", rungs_figure(stopping),
+             "Epochs trained by the trials the stopping rule stopped at each rung, and by those that ran to the "
+             "end; above each bar, how many trials.")
     if ranking:
         _add(report, "importance", "Parameter importance", "importance", importance_figure(table, ranking),
              "Share of the value's variance each parameter explains on its own (fANOVA over a random forest "

@@ -30,7 +30,8 @@ STRATEGY_STYLE: dict[str, tuple[str, str]] = {
     "sobol": ("^", "#17becf"),
     "bayes": ("*", "#d62728"),
 }
-STATUS_COLOURS = {"done": "#4c9a2a", "failed": "#d62728", "timeout": "#ff7f0e", "running": "#1f77b4"}
+STATUS_COLOURS = {"done": "#4c9a2a", "pruned": "#9467bd", "failed": "#d62728", "timeout": "#ff7f0e",
+                  "running": "#1f77b4"}
 
 
 DPI = 110

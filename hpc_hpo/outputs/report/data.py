@@ -17,7 +17,7 @@ import numpy as np
 
 from ...results.layout import param_column
 from ...results.reader import Results
-from ...results.records import DONE, RUNNING
+from ...results.records import DONE, PRUNED, RUNNING
 from ..summary import MAYBE_RUNNING, RUNNING_NOW, run_state
 
 
@@ -86,7 +86,12 @@ class TrialTable:
     @property
     def unsuccessful(self) -> np.ndarray:
         """Mask of the trials that ended without a value: failed or timed out."""
-        return (self.status != DONE) & (self.status != RUNNING)
+        return (self.status != DONE) & (self.status != RUNNING) & (self.status != PRUNED)
+
+    @property
+    def pruned(self) -> np.ndarray:
+        """Mask of the trials the stopping rule stopped early (their value is an early one: not compared)."""
+        return self.status == PRUNED
 
     @property
     def running(self) -> np.ndarray:

@@ -13,6 +13,15 @@ Failed trials are not skipped: a point whose evaluations all failed is imputed t
 value observed so far, so the search steers away from regions that crash (a learning rate
 that diverges) instead of proposing them again.
 
+With early stopping (:mod:`hpc_hpo.search.stopping`) an observation also carries the trial's
+values at the rungs it reached (and its final value if it ran to the end). The GP then models
+one budget, as BOHB does: the highest rung that at least ``max(MIN_POINTS, dimensions + 1)``
+trials reached, each at its value there (a trial of a Hyperband bracket that started above it, at
+its first rung above). Trials stopped below that rung are not dropped: they lost to others at a
+lower rung, so they are imputed the worst value seen at the modelled rung, and the search learns
+where not to go. Their early values are never taken at face value (an early loss
+is not comparable with a final one).
+
 Hyperparameters are refitted (from the previous fit as a warm start, and every tenth time
 also from the default) at every step while there are at most ``ALWAYS_REFIT_BELOW`` points,
 then every ``REFIT_EVERY`` steps or when the history has grown by a fifth; in between the
@@ -66,6 +75,12 @@ class _Point:
     total: float = 0.0
     successes: int = 0
     failures: int = 0
+    levels: tuple[float, ...] = ()  # minimised values at the rungs reached (+ final), with a stopping rule
+
+
+def _first_known(levels: tuple[float, ...]) -> float | None:
+    """The first finite value of ``levels`` (a trial's values from the modelled rung on), or None."""
+    return next((v for v in levels if math.isfinite(v)), None)
 
 
 class BayesSuggester:
@@ -84,15 +99,21 @@ class BayesSuggester:
         self.observations = 0
         self._threadpools = ThreadpoolController()
 
-    def update(self, observations: Iterable[tuple[Mapping[str, Any], float | None]]) -> None:
-        """Add finished trials (params, value or None if the trial failed) to the replica."""
-        for params, value in observations:
+    def update(self, observations: Iterable[tuple]) -> None:
+        """Add finished trials (params, value or None if the trial failed or was stopped early[, values at the
+        rungs it reached]) to the replica."""
+        for observation in observations:
+            params, value = observation[0], observation[1]
+            levels = observation[2] if len(observation) > 2 else ()
             key = self.space.key(params)
             point = self._points.get(key)
             if point is None:
                 point = self._points[key] = _Point(dict(params))
+            if len(levels) > len(point.levels):
+                point.levels = tuple(self.sign * v if math.isfinite(v) else math.inf for v in levels)
             if value is None:
-                point.failures += 1
+                if not levels:
+                    point.failures += 1
             else:
                 point.total += self.sign * value
                 point.successes += 1
@@ -103,7 +124,7 @@ class BayesSuggester:
         options = {**DEFAULT_OPTIONS, **(options or {})}
         exclude = set(self._points) | {self.space.key(p) for p in pending}
         points = list(self._points.values())
-        if sum(p.successes > 0 for p in points) < MIN_POINTS:
+        if sum(p.successes > 0 or bool(p.levels) for p in points) < MIN_POINTS:
             return self._explore(exclude)
         try:
             with self._threadpools.limit(limits=1, user_api="blas"):
@@ -120,9 +141,22 @@ class BayesSuggester:
         return self._since_fit >= REFIT_EVERY or n > 1.2 * self._fitted_points
 
     def _values(self, points: list[_Point]) -> np.ndarray:
+        if any(p.levels for p in points):
+            return self._values_at_a_rung(points)
         ok = [p.total / p.successes for p in points if p.successes]
         worst = max(ok)
         return np.array([p.total / p.successes if p.successes else worst for p in points])
+
+    def _values_at_a_rung(self, points: list[_Point]) -> np.ndarray:
+        """Each point's value at the highest rung enough points reached; the worst there for the others."""
+        needed = max(MIN_POINTS, len(self.space.params) + 1)
+        depth = max(len(p.levels) for p in points)
+        reached = [sum(len(p.levels) > level for p in points) for level in range(depth)]
+        level = max((i for i, n in enumerate(reached) if n >= needed), default=0)
+        values = [_first_known(p.levels[level:]) for p in points]
+        there = [v for v in values if v is not None]
+        worst = max(there) if there else 0.0
+        return np.array([worst if v is None else v for v in values])
 
     def _subset(self, values: np.ndarray, limit: int) -> np.ndarray:
         """Indices of at most ``limit`` points: the best quarter, then a random spread of the rest."""

@@ -143,3 +143,24 @@ def test_vectorised_sampling_agrees_with_the_parameter_dicts():
     assert np.allclose(enc.sample(U), enc.encode(MIXED.from_unit(U)))
     X = np.random.default_rng(4).random((200, enc.dim))
     assert np.allclose(enc.project(X), enc.encode(enc.decode(X)))
+
+
+def test_with_early_stopping_the_gp_models_one_rung_and_imputes_the_trials_stopped_below_it():
+    import numpy as np
+
+    from hpc_hpo.search.gp.suggester import BayesSuggester
+    from hpc_hpo.search.space import parse_space
+
+    space = parse_space({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    suggester = BayesSuggester(space, minimize=True, rng=np.random.default_rng(0))
+    # Rung ladder (1, 3); the final value comes last for trials that ran to the end.
+    suggester.update([({"x": 0.1}, None, (0.9,)),             # stopped at rung 1
+                      ({"x": 0.2}, None, (0.5, 0.4)),         # stopped at rung 3
+                      ({"x": 0.3}, 0.1, (0.4, 0.3, 0.1)),     # ran to the end
+                      ({"x": 0.4}, None, (0.45, 0.35)),
+                      ({"x": 0.5}, None, (0.6, 0.5))])
+    values = suggester._values(list(suggester._points.values()))
+    # Rung 3 (level 1) is the highest rung that max(MIN_POINTS, dimensions + 1) = 3 points reached (4 did).
+    assert values.tolist() == [0.5, 0.4, 0.3, 0.35, 0.5]
+    params = suggester.suggest([])
+    assert 0.0 <= params["x"] <= 1.0 and suggester.observations == 5
