@@ -42,15 +42,16 @@ class Trial:
 
 
 def optimize(objective: Callable[..., Any] | str, *, space: Mapping[str, Any], phases: Sequence[Mapping[str, Any]],
-             workers: Mapping[str, Any] | None = None, stopping: Mapping[str, Any] | None = None, overwrite: bool = False, force: bool = False,
-             time_limit: float | None = None, time_margin: float = 60.0, startup_timeout: float | None = None,
+             workers: Mapping[str, Any] | None = None, stopping: Mapping[str, Any] | None = None,
+             overwrite: bool = False, force: bool = False, time_limit: float | None = None, time_margin: float = 60.0,
+             startup_timeout: float | None = None,
              progress: str = "auto", verbose: int = 0, quiet: bool = False, **experiment: Any) -> Trial | None:
     """Run a search; the best finished trial on rank 0 (None if none succeeded), None on the other ranks.
 
     ``objective``: a function (``objective(params)`` or ``objective(params, trial)``, as in an experiment
     file) or a ``"module:function"`` / ``"file.py:function"`` string. ``space``, ``phases``, ``workers`` and
-    ``stopping`` are the experiment file's ``[space]``, ``[[phase]]``, ``[workers]`` and ``[stopping]`` tables; the other keywords of
-    ``[experiment]`` (``name``, ``direction``, ``results``, ``seed``, ``workdir``, ``max_initial_failures``,
+    ``stopping`` are the experiment file's ``[space]``, ``[[phase]]``, ``[workers]`` and ``[stopping]`` tables;
+    the other keywords of ``[experiment]`` (``name``, ``direction``, ``results``, ``seed``, ``workdir``, ``max_initial_failures``,
     ``repeats``, ``resume``) are keywords too. ``overwrite``, ``force``, ``time_limit``, ``time_margin``,
     ``startup_timeout``, ``progress``, ``verbose`` and ``quiet`` do what the ``run`` command's flags do.
 

@@ -3,7 +3,8 @@
 The built-in default experiment (``python -m hpc_hpo run`` with no file) and
 ``examples/digits_mlp``. It tunes learning rate, width, dropout, batch size and activation,
 and returns the best validation accuracy. Copy this file to start your own objective: it
-shows the three helpers of :mod:`hpc_hpo.tf` (strategy, linear scaling, per-epoch metrics).
+shows the three helpers of :mod:`hpc_hpo.tf` (strategy, linear scaling, per-epoch metrics that
+also stop the trial early under ``[stopping]``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def objective(params, trial):
         model = keras.Sequential(layers + [keras.layers.Dense(10, activation="softmax")])
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-    history = model.fit(X_TRAIN, Y_TRAIN, batch_size=batch_size, epochs=params["epochs"], verbose=0,
+    # With [stopping], train for its max_epochs: the callback ends training early when the rule says so.
+    epochs = trial.max_epochs or params["epochs"]
+    history = model.fit(X_TRAIN, Y_TRAIN, batch_size=batch_size, epochs=epochs, verbose=0,
                         validation_data=(X_VAL, Y_VAL), callbacks=[hpo_tf.epoch_callback(trial)]).history
     best = int(np.argmax(history["val_accuracy"]))
     return {

@@ -26,10 +26,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import EXIT_INTERRUPTED, EXIT_RESUMABLE, ObjectiveImportError, StartupTimeoutError, TrialAbandoned
+from ..results.records import DONE, PRUNED
 from ..search.strategies import STRATEGIES
 from ..trials.devices import Binding, Place, apply_binding, here
 from ..trials.executor import InlineExecutor, ProcessExecutor, choose_executor
-from ..results.records import DONE, PRUNED
 from ..trials.objective import TrialContext
 from .comm import MASTER, Backoff, Comm
 from .options import Ended

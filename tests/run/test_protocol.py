@@ -20,6 +20,7 @@ from hpc_hpo.run.protocol import (
     Stop,
     Suggested,
     Task,
+    Verdict,
     decode,
     encode,
     mismatch,
@@ -56,7 +57,7 @@ def test_every_message_survives_the_wire(message):
 
 
 def test_every_message_has_its_own_tag():
-    tags = [cls.TAG for cls in (Join, Setup, Hello, Task, Suggested, Result, Epoch, Stop, Interrupted, Bye)]
+    tags = [cls.TAG for cls in (Join, Setup, Hello, Task, Suggested, Result, Epoch, Verdict, Stop, Interrupted, Bye)]
     assert len(set(tags)) == len(tags)
     with pytest.raises(ValueError, match="unknown message tag 99"):
         decode(99, ())

@@ -11,17 +11,17 @@ import collections
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import base_env, hpo, mpirun_command, write_experiment
 
 from hpc_hpo import read_results
 from hpc_hpo.search.stopping import Asha, Report
+
+from conftest import base_env, hpo, mpirun_command, write_experiment
 
 TESTS = Path(__file__).resolve().parent.parent
 

@@ -152,3 +152,30 @@ def test_cifar10_cnn_example_without_its_data_says_so_and_exits_2(tmp_path):
     errors = [line for line in out.stderr.splitlines() if line.startswith("hpc_hpo: error:")]
     assert len(errors) == 1 and "is not a CIFAR-10 python batch directory (missing data_batch_1" in errors[0]
     assert "Traceback" not in out.stderr
+
+
+def test_asha_stops_keras_training_through_the_epoch_callback(tmp_path):
+    digits_experiment(tmp_path, """
+        [[phase]]
+        strategy = "random"
+        trials = 8
+        [stopping]
+        rule = "asha"
+        metric = "val_accuracy"
+        min_epochs = 1
+        max_epochs = 9
+        reduction_factor = 3
+    """, epochs=2)
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=3, timeout=400)
+    assert out.returncode == 0, out.output
+    results = read_results(tmp_path / "digits.h5")
+    rows = results.records()
+    pruned = [r for r in rows if r["status"] == "pruned"]
+    done = [r for r in rows if r["status"] == "done"]
+    assert pruned and done and len(pruned) + len(done) == 8
+    epochs = results.epochs[results.epochs["name"] == b"val_accuracy"]
+    for row in rows:  # Keras stopped right after the epoch of the verdict (1 or 3 epochs), or trained max_epochs
+        reported = epochs[epochs["trial_id"] == row["trial_id"]]["epoch"].tolist()
+        assert reported == list(range(row["epochs"]))
+        assert row["epochs"] in ((1, 3) if row["status"] == "pruned" else (9,)), row
+    assert all(r["metric_gpus_seen"] == 0 for r in done)  # a real trial process ran, and returned its metrics

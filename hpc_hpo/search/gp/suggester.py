@@ -20,7 +20,9 @@ trials reached, each at its value there (a trial of a Hyperband bracket that sta
 its first rung above). Trials stopped below that rung are not dropped: they lost to others at a
 lower rung, so they are imputed the worst value seen at the modelled rung, and the search learns
 where not to go. Their early values are never taken at face value (an early loss
-is not comparable with a final one).
+is not comparable with a final one). Imputing instead their value at their last rung moved by the
+median gain of the trials that went on (a typical learning curve) did worse on the synthetic
+curves of ``benchmarks/early_stopping.py``: median regret 0.0093 against 0.0023 (5 seeds).
 
 Hyperparameters are refitted (from the previous fit as a warm start, and every tenth time
 also from the default) at every step while there are at most ``ALWAYS_REFIT_BELOW`` points,
