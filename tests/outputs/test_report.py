@@ -409,3 +409,39 @@ def test_the_default_pairs_fill_up_with_the_space_s_order_when_few_parameters_ma
     assert "the pairs of the 6 most important of 8 parameters (p0, p1, p2, p3, p4, p7)" in note
     pairs, note = choose_pairs(table, None, ranked=[])  # too few trials to rank
     assert len(pairs) == 15 and "the pairs of the first 6 of 8 parameters (p0, p1, p2, p3, p4, p5)" in note
+
+
+def test_a_search_with_early_stopping_draws_its_rungs_and_fades_its_pruned_curves(tmp_path):
+    from hpc_hpo.outputs.report.curves import curves_figure
+    from hpc_hpo.outputs.report.data import trial_table
+
+    tests = Path(__file__).resolve().parent.parent
+    write_experiment(tmp_path, """
+        [experiment]
+        objective = "light_objectives:learning_curve"
+        results = "results.h5"
+        seed = 2
+        [space]
+        x = { type = "float", low = 0.0, high = 1.0 }
+        y = { type = "float", low = 0.0, high = 1.0 }
+        lr = { type = "float", low = 1e-4, high = 1e-1, log = true }
+        [[phase]]
+        strategy = "random"
+        trials = 30
+        [stopping]
+        rule = "asha"
+        metric = "val_loss"
+        max_epochs = 27
+    """)
+    out = hpo(["run", "experiment.toml", "-q"], tmp_path, ranks=3, timeout=240, env={"PYTHONPATH": str(tests)})
+    assert out.returncode == 0, out.output
+    html, pngs = _report(tmp_path / "results.h5")
+    assert {p.stem for p in pngs} >= {"curves", "rungs", "evolution", "timeline"}
+    assert_real_image(tmp_path / "report" / "rungs.png")
+    page = html.read_text()
+    assert "Epochs per rung" in page
+    results = read_results(tmp_path / "results.h5")
+    pruned = sum(r["status"] == "pruned" for r in results.records())
+    figure = curves_figure(trial_table(results))
+    assert f"stopped early ({pruned})" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "Failed trials" not in page  # pruned trials are not failures

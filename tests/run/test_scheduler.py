@@ -420,3 +420,60 @@ def test_after_a_shutdown_late_results_are_recorded_and_nothing_more_is_handed_o
     d.finish(2)
     assert [r.rank for r in d.records] == [2] and set(d.pending) == {1, 3}  # no new task, no StopWorker
     assert d.stops == {} and sorted(t.trial_id for t in d.s.running.values()) == [0, 2]  # still to run again
+
+
+def stopping_scheduler(rule="asha", phases=None, direction="minimize"):
+    config = parse_config({
+        "experiment": {"objective": "m:f", "seed": 3, "direction": direction},
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "phase": phases or [{"strategy": "random", "trials": 6}],
+        "stopping": {"rule": rule, "metric": "val_loss", "max_epochs": 9},
+    })
+    return Scheduler.from_config(config)
+
+
+def test_reported_epochs_are_judged_at_the_rungs_and_a_stopped_trial_is_pruned_not_failed():
+    from hpc_hpo.results.records import PRUNED
+    from hpc_hpo.run.scheduler import EpochReported, Judge
+
+    s = stopping_scheduler()
+    d = Driver(s, workers=(1, 2))
+    first, second = d.pending[1].trial.trial_id, d.pending[2].trial.trial_id
+    assert s.rungs_for(first) == (1, 3)
+    assert s.handle(EpochReported(1, first, 0, {"val_loss": 0.5, "loss": 0.4}), d.now) == [Judge(1, first, 0, False)]
+    assert s.handle(EpochReported(2, second, 0, {"loss": 0.1}), d.now) == []  # not the rule's metric
+    assert s.handle(EpochReported(2, second, 0, {"val_loss": 0.9}), d.now) == [Judge(2, second, 0, True)]
+    assert s.handle(EpochReported(1, first, 1, {"val_loss": 0.4}), d.now) == []  # between rungs
+    assert s.handle(EpochReported(3, 99, 0, {"val_loss": 0.1}), d.now) == []  # no such running trial
+    ins = d.pending.pop(2)
+    d.apply(s.handle(TrialFinished(2, Result(ins.trial.trial_id, 0.9, {}, "", 1.0, 2.0, PRUNED, epochs=1)), d.now))
+    pruned = d.records[-1]
+    assert (pruned.status, pruned.value, pruned.epochs) == (PRUNED, 0.9, 1)
+    p = s.progress
+    assert (p.pruned, p.failed, p.done, p.best_trial) == (1, 0, 0, None)  # never the best, never a failure
+    assert s.history[-1] == ({"x": ins.trial.params["x"]}, None, (0.9,))  # what Bayesian workers learn from
+
+
+def test_a_trial_that_ran_to_the_end_brings_its_rung_values_and_its_final_value():
+    from hpc_hpo.run.scheduler import EpochReported
+
+    s = stopping_scheduler(direction="maximize")
+    d = Driver(s, workers=(1,))
+    trial = d.pending[1].trial.trial_id
+    for epoch, value in enumerate([0.5, 0.6, 0.7]):
+        s.handle(EpochReported(1, trial, epoch, {"val_loss": value}), d.now)
+    d.finish(1, value=0.8)
+    assert d.s.history[-1][1:] == (0.8, (0.5, 0.7, 0.8))
+    assert s.progress.best_value == 0.8
+
+
+def test_restore_rebuilds_the_rungs_from_the_reports_of_finished_trials():
+    from hpc_hpo.run.scheduler import EpochReported, Judge
+
+    s = stopping_scheduler()
+    s.restore([], [], next_id=10, reports=[(0, 0, 0.2), (1, 0, 0.3), (2, 0, 0.1)])
+    d = Driver(s, workers=(1,))
+    trial = d.pending[1].trial.trial_id
+    assert trial == 10  # ids go on after those of the file
+    # Rung 1 holds 0.1, 0.2, 0.3: with 0.25, n = 4 keeps 2 and two are better: stopped.
+    assert s.handle(EpochReported(1, trial, 0, {"val_loss": 0.25}), d.now) == [Judge(1, trial, 0, True)]

@@ -44,6 +44,11 @@ def objective(params, trial):
     elif mode == "epochs":
         for epoch in range(3):
             trial.report(epoch, {"loss": 1.0 / (epoch + 1), "note": "not a number"})
+    elif mode == "stoppable":  # trains until the verdict on a report says stop
+        for epoch in range(10):
+            trial.report(epoch, {"val_loss": 1.0 / (epoch + 1)})
+            if trial.should_stop():
+                return {"value": float(epoch), "pid": os.getpid()}
     return {"value": float(os.getpid()), "pid": os.getpid()}
 """
 
@@ -142,6 +147,21 @@ def test_epoch_reports_reach_the_worker_and_skip_what_is_not_a_number(make, tmp_
     outcome = run(make(), tmp_path, 0, "epochs", report=lambda epoch, metrics: reports.append((epoch, metrics)))
     assert outcome.status == "done"
     assert reports == [(0, {"loss": 1.0}), (1, {"loss": 0.5}), (2, {"loss": 1 / 3})]
+
+
+@pytest.mark.parametrize("kind", ["process", "inline"])
+def test_a_stop_verdict_on_a_report_is_seen_by_should_stop_right_after_it(make, objective_file, tmp_path, kind):
+    executor = make() if kind == "process" else InlineExecutor(f"{objective_file}:objective", str(tmp_path))
+    seen = []
+
+    def report(epoch, metrics):  # the worker's side: the stopping rule's verdict on this report
+        seen.append(epoch)
+        return epoch == 2
+
+    outcome = run(executor, tmp_path, 0, "stoppable", report=report)
+    assert outcome.status == "done" and outcome.value == 2.0 and seen == [0, 1, 2]
+    again = run(executor, tmp_path, 1, "stoppable", report=lambda epoch, metrics: False)  # the flag does not linger
+    assert again.value == again.metrics["pid"]  # it ran all 10 epochs: the mode returns its pid when never stopped
 
 
 HANGS_WHEN_MARKED = """
