@@ -167,7 +167,7 @@ def _add_export(commands) -> None:
     export = commands.add_parser(
         "export", help="write the trials of a results file as CSV, JSON, Parquet, or for TensorBoard's HParams",
         description="One row per trial: id, status, value, parameters (param_*), metrics (metric_*), phase, strategy, "
-                    "rank, host, times, error. --format tensorboard -o DIR writes the search for TensorBoard's "
+                    "rank, host, times, epochs trained, error. --format tensorboard -o DIR writes the search for TensorBoard's "
                     "HParams dashboard instead (tensorboard --logdir DIR): a run per trial with its parameters, "
                     "value, metrics and per-epoch curves; needs the tensorboard package.")
     export.add_argument("results", help="results file (.h5)")
@@ -301,8 +301,21 @@ def _check(args: argparse.Namespace) -> int:
         load_objective(config.experiment.objective, config.base_dir)
     sys.stdout.write(to_toml(config))
     phases = ", ".join(f"{p.label} {p.trials}" for p in config.phases)
-    print(f"# ok: {config.budget} trials ({phases})", file=sys.stderr)
+    print(f"# ok: {config.budget} trials ({phases}){_stopping_plan(config)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _stopping_plan(config) -> str:
+    """``; asha on val_loss judges after 1, 3, 9 epochs of 27``: where the stopping rule will judge, for ``check``."""
+    s = config.stopping
+    if not s.active:
+        return ""
+    from .search.stopping import make_rule
+
+    rule = make_rule(s.rule, s.min_epochs, s.max_epochs, s.reduction_factor, True, s.brackets)
+    where = ", ".join(map(str, rule.ladder[:8])) + (", ..." if len(rule.ladder) > 8 else "")
+    brackets = f" ({rule.brackets} brackets)" if s.rule == "hyperband" else ""
+    return f"; {s.rule}{brackets} on {s.metric} judges after {where or 'no'} epochs of {s.max_epochs}"
 
 
 def _status(args: argparse.Namespace) -> int:

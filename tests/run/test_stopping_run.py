@@ -107,6 +107,10 @@ def test_pruned_trials_end_at_the_rung_of_the_decision_and_the_rest_reach_max_ep
     best = read_results(tmp_path / "results.h5")
     done_values = [r["value"] for r in best.records() if r["status"] == "done"]
     shown = hpo(["best", "results.h5"], tmp_path, timeout=60)
+    exported = hpo(["export", "results.h5", "--format", "csv"], tmp_path, timeout=60).stdout.splitlines()
+    header = exported[0].split(",")
+    column = header.index("epochs")
+    assert sorted(int(line.split(",")[column]) for line in exported[1:]) == sorted(r["epochs"] for r in results.records())
     # The best is chosen among the trials that ran to the end, and says how long it trained.
     assert f"value {min(done_values):.10g} (minimize), 27 epochs" in shown.stdout, shown.stdout
 
@@ -228,3 +232,11 @@ def test_a_metric_never_reported_is_a_warning_after_the_first_finished_trial(tmp
     assert out.stderr.count("stopping.metric: trial 0 reported 27 epochs but never 'val_acc'") == 1, out.stderr
     assert "(got val_loss;" in out.stderr
     assert all(r["status"] == "done" for r in read_results(tmp_path / "results.h5").records())
+
+
+def test_check_says_where_the_rule_judges(tmp_path):
+    write_experiment(tmp_path, stopping_experiment(rule="hyperband", extra="brackets = 2"))
+    out = hpo(["check", "experiment.toml"], tmp_path, timeout=60, env=ENV)
+    assert out.returncode == 0, out.output
+    assert "# ok: 60 trials (random 60); hyperband (2 brackets) on val_loss judges after 1, 3, 9 epochs of 27" in out.stderr
+    assert '[stopping]\nrule = "hyperband"' in out.stdout
