@@ -21,6 +21,7 @@ Tune's ASHAScheduler over random search (8 concurrent trials).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing
 import os
@@ -215,23 +216,32 @@ def main() -> None:
     parser.add_argument("--searches", default="random,bayes")
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--plot", help="write regret against epochs to this PNG")
+    parser.add_argument("--save", help="write every trial of every run to this JSON file")
+    parser.add_argument("--load", help="make the tables and the plot from a --save file instead of running")
     args = parser.parse_args()
     methods: dict[str, list[list[Finished]]] = {}
     started = time.monotonic()
+    if args.load:
+        data = json.loads(Path(args.load).read_text())
+        methods = {name: [[Finished(*trial) for trial in run] for run in runs] for name, runs in data.items()}
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        for search in args.searches.split(","):
+        for search in [] if args.load else args.searches.split(","):
             for rule in args.rules.split(","):
                 methods[f"ours {search} + {rule}"] = [ours(search, rule, seed, args.delay, args.noise, cwd)
                                                       for seed in range(args.seeds)]
                 print(f"  ours {search} + {rule}: {time.monotonic() - started:.0f} s", file=sys.stderr)
-        if args.peers:
+        if args.peers and not args.load:
             for pruner in ("sha", "hyperband"):
                 methods[f"optuna tpe + {pruner}"] = [optuna_run(pruner, seed, args.delay, args.noise, cwd)
                                                      for seed in range(args.seeds)]
                 print(f"  optuna {pruner}: {time.monotonic() - started:.0f} s", file=sys.stderr)
             methods["ray random + asha"] = [ray_run(seed, args.delay, args.noise, cwd) for seed in range(args.seeds)]
-    print(f"early stopping: {TRIALS} trials of up to {MAX_EPOCHS} epochs, {WORKERS} workers, {args.seeds} seeds, "
+    if args.save:
+        Path(args.save).write_text(json.dumps({name: [[list(t) for t in run] for run in runs]
+                                               for name, runs in methods.items()}))
+    seeds = len(next(iter(methods.values())))
+    print(f"early stopping: {TRIALS} trials of up to {MAX_EPOCHS} epochs, {WORKERS} workers, {seeds} seeds, "
           f"noise {args.noise:g}; regret of the best trial that ran to the end (noise-free final quality; range "
           f"{RANGE:.3f})")
     # Equal epochs: every method cut at the epochs the most frugal method spent (its median over the seeds).
@@ -269,9 +279,10 @@ def plot(methods: dict[str, list[tuple[int, float]]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    colours = [plt.cm.tab10(i) for i in range(10)] + ["black", "#bcbd22", "#17becf"]
     for i, (name, runs) in enumerate(methods.items()):
-        colour = plt.cm.tab10(i % 10)
-        marker = "o" if "random" in name else "s" if "bayes" in name else "^"
+        colour = colours[i % len(colours)]
+        marker = "D" if name.startswith("ray") else "^" if name.startswith("optuna") else "s" if "bayes" in name else "o"
         ax.scatter([e for e, _ in runs], [max(r, 1e-4) for _, r in runs], color=colour, alpha=0.3, s=14, marker=marker)
         ax.scatter([statistics.median(e for e, _ in runs)], [max(statistics.median(r for _, r in runs), 1e-4)],
                    color=colour, s=90, marker=marker, edgecolor="black", label=name)

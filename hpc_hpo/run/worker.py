@@ -194,7 +194,8 @@ class Worker:
     def await_verdict(self, trial_id: int, epoch: int) -> bool:
         """The stopping rule's verdict on the epoch just reported (True: stop). It comes within milliseconds;
         without one (the job is ending, or VERDICT_TIMEOUT passed) the trial goes on."""
-        deadline = time.monotonic() + VERDICT_TIMEOUT
+        started = time.monotonic()
+        deadline = started + VERDICT_TIMEOUT
         backoff = Backoff(spin=0.0005, max_sleep=0.0005)
         while trial_id not in self._verdicts:
             # In one process the verdict came inside the send; over MPI ``abandon`` polls and keeps it.
@@ -205,7 +206,10 @@ class Worker:
                             trial_id, epoch, VERDICT_TIMEOUT)
                 return False
             backoff.wait()
-        return self._verdicts.pop(trial_id)
+        stop = self._verdicts.pop(trial_id)
+        log.debug("trial %d: %s after epoch %d (verdict in %.2f ms)", trial_id, "stopped" if stop else "goes on", epoch,
+                  1e3 * (time.monotonic() - started))
+        return stop
 
     def choose(self, task: Task) -> dict:
         """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
