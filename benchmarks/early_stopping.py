@@ -70,7 +70,9 @@ def summary(trials: list[Finished], budget: float = math.inf) -> tuple[int, floa
     """(epochs trained, regret of the best trial that ran to the end) over the trials that finished, in the order they
     did, while the epochs trained stay within ``budget``."""
     spent, best = 0, None
-    for trial in sorted(trials):
+    # By end time alone (a stable sort: ties keep the order the trials were made in): Ray's timestamps are whole
+    # seconds, and breaking their ties by epochs or value would favour it.
+    for trial in sorted(trials, key=lambda t: t.t_end):
         if spent + trial.epochs > budget:
             break
         spent += trial.epochs
