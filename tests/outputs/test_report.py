@@ -439,7 +439,7 @@ def test_a_search_with_early_stopping_draws_its_rungs_and_fades_its_pruned_curve
     assert {p.stem for p in pngs} >= {"curves", "rungs", "evolution", "timeline"}
     assert_real_image(tmp_path / "report" / "rungs.png")
     page = html.read_text()
-    assert "Epochs per rung" in page
+    assert "Epochs per rung" in page and "<th>early stopping</th><td>asha on val_loss: 30 reached 1 epoch" in page
     results = read_results(tmp_path / "results.h5")
     pruned = sum(r["status"] == "pruned" for r in results.records())
     figure = curves_figure(trial_table(results))

@@ -19,7 +19,7 @@ from ..._version import __version__
 from ...results.reader import Results
 from ...results.records import STATUSES, format_duration
 from ..export import best_text
-from ..summary import KILLED, MAYBE_RUNNING, RUNNING_NOW
+from ..summary import KILLED, MAYBE_RUNNING, RUNNING_NOW, stopping_summary, stopping_text
 from .importance import interaction_share
 
 if TYPE_CHECKING:
@@ -89,6 +89,9 @@ def _summary(results: Results, table: TrialTable, now: float) -> list[tuple[str,
     if best is not None:
         rows.append(("best", f"trial {table.trial_id[best]}: <b>{_e(_number(table.value[best]))}</b> "
                              f"({_e(table.strategy[best])}, phase {table.phase[best]})"))
+    stopping = stopping_summary(results)
+    if stopping is not None:
+        rows.append(("early stopping", _e(stopping_text(stopping))))
     strategies = Counter(str(s) for s in table.strategy)
     rows.append(("strategies", _e(", ".join(f"{s} {n}" for s, n in strategies.items()) or "-")))
     started = np.isfinite(table.t_start)
