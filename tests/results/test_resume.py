@@ -123,7 +123,7 @@ from hpc_hpo.results.records import TrialRecord
 from hpc_hpo.search.space import parse_space
 from hpc_hpo.results.writer import ResultsWriter
 space = parse_space({{"x": {{"type": "float", "low": 0.0, "high": 1.0}}}})
-writer = ResultsWriter.create({str(path)!r}, space, attrs={{"format_version": 3}}, slots=1)
+writer = ResultsWriter.create({str(path)!r}, space, attrs={{}}, slots=1)
 writer.start_run(world_size=2, workers=1, host="login1")
 for i in range(5):
     writer.append(TrialRecord(i, "done", {{"x": i / 10}}, 1, "random", 1, "node1", 100.0 + i, value=i / 10,
