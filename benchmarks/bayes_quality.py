@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _mpi import mpirun as launcher  # noqa: E402
 from functions import PROBLEMS  # noqa: E402
 
 from hpc_hpo._toml import toml_value  # noqa: E402
@@ -44,11 +44,6 @@ from hpc_hpo.results.reader import read_results  # noqa: E402
 from hpc_hpo.search.space import parse_space  # noqa: E402
 
 N_INIT = 10
-
-
-def launcher() -> str:
-    local = Path(sys.executable).parent / "mpirun"
-    return str(local) if local.exists() else shutil.which("mpirun")
 
 
 def write_experiment(directory: Path, problem: str, strategy_phases: str, seed: int, sleep: float) -> Path:

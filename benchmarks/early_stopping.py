@@ -25,7 +25,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,9 @@ from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
-sys.path.insert(0, str(TESTS))
+sys.path[:0] = [str(HERE), str(TESTS)]
+
+from _mpi import mpi_env, mpirun  # noqa: E402
 
 from hpc_hpo.results.reader import read_results  # noqa: E402
 
@@ -50,11 +51,6 @@ RULES = ("none", "median", "asha", "hyperband")
 _GRID = [(x / 200, y / 200) for x in range(201) for y in range(201)]
 OPTIMUM = min(curve_quality({"x": x, "y": y, "lr": 0.1}, MAX_EPOCHS) for x, y in _GRID)
 RANGE = max(curve_quality({"x": x, "y": y, "lr": 1e-4}, MAX_EPOCHS) for x, y in _GRID) - OPTIMUM
-
-
-def launcher() -> str:
-    local = Path(sys.executable).parent / "mpirun"
-    return str(local) if local.exists() else shutil.which("mpirun")
 
 
 class Finished(NamedTuple):
@@ -109,9 +105,8 @@ def ours(search: str, rule: str, seed: int, delay: float, noise: float, cwd: Pat
         [workers]
         executor = "inline"
         """) + phases + stopping)
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    args = [launcher(), "-n", str(WORKERS + 1), "--oversubscribe", "--bind-to", "none", sys.executable, "-m",
+    env = mpi_env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    args = [mpirun(), "-n", str(WORKERS + 1), "--oversubscribe", "--bind-to", "none", sys.executable, "-m",
             "hpc_hpo", "run", str(path), "--overwrite", "-q"]
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:

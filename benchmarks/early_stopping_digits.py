@@ -13,8 +13,6 @@ validation accuracy among the trials that ran to the end. Needs TensorFlow (``sc
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +21,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from hpc_hpo.results.reader import read_results
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _mpi import mpi_env, mpirun  # noqa: E402
+
+from hpc_hpo.results.reader import read_results  # noqa: E402
 
 SPACE = """
 learning_rate = { type = "float", low = 1e-4, high = 1e-1, log = true }
@@ -55,12 +57,9 @@ def run(stopping: bool, seed: int, trials: int, cwd: Path) -> dict:
         [space]
         """) + SPACE + f'\n[[phase]]\nstrategy = "random"\ntrials = {trials}\n[workers]\nexecutor = "process"\n'
         + "max_trials_per_process = 100\n" + table)
-    mpirun = str(Path(sys.executable).parent / "mpirun") if (Path(sys.executable).parent / "mpirun").exists() \
-        else shutil.which("mpirun")
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     started = time.monotonic()
-    done = subprocess.run([mpirun, "-n", "9", "--oversubscribe", "--bind-to", "none", sys.executable, "-m", "hpc_hpo",
-                           "run", str(path), "--overwrite", "-q"], cwd=cwd, env=env, capture_output=True, text=True,
+    done = subprocess.run([mpirun(), "-n", "9", "--oversubscribe", "--bind-to", "none", sys.executable, "-m", "hpc_hpo",
+                           "run", str(path), "--overwrite", "-q"], cwd=cwd, env=mpi_env(), capture_output=True, text=True,
                           timeout=7200)
     wall = time.monotonic() - started
     if done.returncode != 0:
