@@ -111,7 +111,8 @@ class StoppingRule:
         return Decision(stop, rungs[index - 1])
 
     def _judge(self, trial_id: int, index: int, rung: int, score: float) -> bool:
-        raise NotImplementedError
+        """Each rule's own decision at rung ``index`` (``score``: lower is better); True stops the trial."""
+        raise NotImplementedError  # the rules override it; NoStopping never gets here (it judges nothing)
 
     def levels(self, trial_id: int) -> tuple[float, ...]:
         """The trial's value of the metric at each rung of ``ladder`` up to the last it reached (NaN where it was
