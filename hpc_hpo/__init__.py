@@ -8,7 +8,7 @@ evaluate the objective. Importing this package never starts MPI and never import
 from ._version import __version__
 from .api import Trial, optimize
 from .config import Config, load_config
-from .errors import ConfigError, HpoError, ObjectiveImportError, SearchStoppedError, StoreError
+from .errors import CheckpointError, ConfigError, HpoError, ObjectiveImportError, SearchStoppedError, StoreError
 from .outputs.export import Loaded, load
 from .results.reader import Results, read_results
 from .trials.objective import TrialContext

@@ -203,8 +203,31 @@ def parse_config(data: Mapping[str, Any], base_dir: str = ".", source: str = "",
             raise ConfigError(f"stopping.rule: early stopping cannot be combined with repeats (a point's repeats would "
                               f"be judged against each other) (got rule = {stopping.rule!r}, phase[{repeated.index}] "
                               f"repeats = {repeated.repeats})")
+    for phase in phases:
+        if phase.strategy == "pbt" and phase.repeats > 1:
+            raise ConfigError(f"phase[{phase.index}].repeats: a pbt phase cannot repeat its segments (each member is "
+                              f"one run of training) (got repeats = {phase.repeats})")
+        if phase.strategy == "pbt" and stopping.active:
+            raise ConfigError(f"stopping.rule: early stopping cannot be combined with a pbt phase (pbt replaces the "
+                              f"members it would stop) (got rule = {stopping.rule!r}, phase[{phase.index}] strategy = "
+                              f"\"pbt\")")
     return Config(experiment=experiment, space=space, phases=phases, workers=workers, stopping=stopping,
                   base_dir=base_dir, source=source)
+
+
+def with_population(config: Config, workers: int, stored: Config | None = None) -> Config:
+    """Settle ``population = 0`` of pbt phases: the stored experiment's population when a search resumes (its
+    members are in the file), else one member per worker that takes trials (at least 2)."""
+    phases = []
+    for phase in config.phases:
+        if phase.strategy == "pbt" and not phase.options["population"]:
+            population = max(2, workers)
+            if stored is not None and len(stored.phases) >= phase.index:
+                population = stored.phases[phase.index - 1].options.get("population") or population
+            options = {**phase.options, "population": population}
+            phase = replace(phase, options=options, trials=STRATEGIES["pbt"].fixed_size(options, config.space))
+        phases.append(phase)
+    return replace(config, phases=tuple(phases))
 
 
 def apply_overrides(config: Config, results: str | None = None, seed: int | None = None, trials: int | None = None,

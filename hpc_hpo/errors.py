@@ -62,6 +62,12 @@ class SearchStoppedError(HpoError):
     exit_code = EXIT_RESUMABLE
 
 
+class CheckpointError(HpoError):
+    """A pbt segment cannot restore the checkpoint it was given (missing, empty, unreadable). Raised by the worker
+    before the objective runs, or by :func:`hpc_hpo.tf.restore` inside it: the segment fails, that checkpoint is
+    never used again, and the member goes back to its own last good one."""
+
+
 class TrialAbandoned(BaseException):
     """The job is ending (a signal, or the master's Stop): the running trial is dropped, not recorded.
 

@@ -46,3 +46,34 @@ def learning_curve(params: dict, trial) -> float:
         if trial.should_stop():
             break
     return loss
+
+
+def toy_step(loss: float, lr: float) -> float:
+    """One epoch of the PBT toy: a fast learning rate closes the gap quickly but settles high (at ``lr``), a slow
+    one settles low but slowly, so the best learning rate falls as training goes on and no fixed one is best."""
+    return loss * (1.0 - lr) + lr * lr
+
+
+def pbt_toy(params: dict, trial) -> float:
+    """A training run of the PBT toy: its state (the loss) is kept in ``state.json`` in the checkpoint directory.
+
+    In a pbt segment it trains epochs ``trial.start_epoch .. trial.end_epoch - 1`` from ``trial.restore_from``;
+    outside pbt it trains ``params["epochs"]`` from the start. ``delay``: seconds per epoch."""
+    import json
+    import os
+
+    loss, epoch = 1.0, 0
+    if trial.restore_from is not None:
+        with open(os.path.join(trial.restore_from, "state.json")) as file:
+            state = json.load(file)
+        loss, epoch = state["loss"], state["epoch"]
+        assert epoch == trial.start_epoch, f"restored epoch {epoch}, but the segment starts at {trial.start_epoch}"
+    end = trial.end_epoch if trial.end_epoch is not None else params["epochs"]
+    for epoch in range(trial.start_epoch, end):
+        time.sleep(params.get("delay", 0.0))
+        loss = toy_step(loss, params["lr"])
+        trial.report(epoch, {"loss": loss})
+    if trial.checkpoint_dir is not None:
+        with open(os.path.join(trial.checkpoint_dir, "state.json"), "w") as file:
+            json.dump({"loss": loss, "epoch": end}, file)
+    return loss

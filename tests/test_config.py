@@ -142,7 +142,7 @@ x = { type = "float", low = 0.0, high = 1.0 }
     (GOOD_HEAD + "[[phase]]\nstrategy = 'random'\ntrials = -4\n", "phase[1].trials: must be >= 1 (got -4)"),
     (GOOD_HEAD + "[[phase]]\nstrategy = 'random'\ntrials = 2.5\n", "phase[1].trials: must be an integer (got 2.5)"),
     (GOOD_HEAD + "[[phase]]\nstrategy = 'anneal'\ntrials = 3\n",
-     "phase[1].strategy: unknown strategy (allowed: explicit, grid, random, sobol, bayes) (got 'anneal')"),
+     "phase[1].strategy: unknown strategy (allowed: explicit, grid, random, sobol, bayes, pbt) (got 'anneal')"),
     (GOOD_HEAD + "[[phase]]\ntrials = 3\n", "phase[1].strategy: is required"),
     (GOOD_HEAD + "[[phase]]\nstrategy = 'grid'\nsteps = 2\ntrials = 7\n",
      "phase[1].trials: strategy 'grid' runs exactly its 2 points; leave 'trials' out (got 7)"),

@@ -11,9 +11,10 @@ import numpy as np
 
 from ..search.space import CategoricalParam, FloatParam, IntParam, Param, Space
 
-FORMAT_VERSION = 4
-#: Formats this version reads (2 lacks the ``attempt`` column, 3 the ``epochs`` one); only the current one is resumed.
-READABLE_FORMATS = (2, 3, 4)
+FORMAT_VERSION = 5
+#: Formats this version reads (2 lacks the ``attempt`` column, 3 the ``epochs`` one, 4 the pbt columns ``member``,
+#: ``parent``, ``start_epoch``, ``end_epoch`` and ``checkpoint_mb``); only the current one is resumed.
+READABLE_FORMATS = (2, 3, 4, 5)
 #: Oldest HDF5 file format we write: readable by HDF5 1.10 and later, and SWMR-capable.
 LIBVER = ("v110", "v110")
 ERROR_BYTES = 2048
@@ -45,6 +46,11 @@ BASE_COLUMNS: list[tuple[str, Any]] = [
     ("gpus", f"S{GPUS_BYTES}"),
     ("memory_mb", "<f4"),
     ("epochs", "<i4"),
+    ("member", "<i4"),
+    ("parent", "<i8"),
+    ("start_epoch", "<i4"),
+    ("end_epoch", "<i4"),
+    ("checkpoint_mb", "<f4"),
     ("error", f"S{ERROR_BYTES}"),
 ]
 

@@ -31,7 +31,10 @@ class TrialRecord(NamedTuple):
     time a worker spent choosing the point (NaN when the master chose it). ``gpus`` names the
     GPUs the trial ran on (``"cpu"`` for none); ``memory_mb`` is the resident memory of the
     process that ran it, measured when it ended (NaN if unknown). ``epochs`` is how many epochs it
-    trained, as it reported them (the last reported epoch + 1; 0 if it reported none). An immutable
+    trained, as it reported them (the last reported epoch + 1; 0 if it reported none). A segment of a pbt
+    phase has its ``member``, the trial whose checkpoint it restored (``parent``, -1 for none), the epochs it
+    trained (``start_epoch`` .. ``end_epoch`` - 1) and the size of the checkpoint it saved (``checkpoint_mb``); other
+    trials have ``member = -1``. An immutable
     NamedTuple, like the protocol messages: the master builds two per trial.
     """
 
@@ -55,6 +58,16 @@ class TrialRecord(NamedTuple):
     gpus: str = ""
     memory_mb: float = float("nan")
     epochs: int = 0
+    member: int = -1
+    parent: int = -1
+    start_epoch: int = 0
+    end_epoch: int = 0
+    checkpoint_mb: float = 0.0
+
+    @property
+    def segment(self) -> bool:
+        """A segment of a pbt phase (a member's training from ``start_epoch`` to ``end_epoch``)."""
+        return self.member >= 0
 
 
 def describe_params(params: dict[str, Any]) -> str:

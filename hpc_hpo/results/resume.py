@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 
 from .._toml import tomllib
-from ..config import Config
-from ..errors import ConfigError, ResultsWriteError, StoreError
+from ..config import Config, parse_config
+from ..errors import ConfigError, HpoError, ResultsWriteError, StoreError
 from ..search.space import Space
 from .layout import DATASETS, FORMAT_VERSION, LIBVER, READABLE_FORMATS, decode_attrs, make_layout, param_column, trial_dtype
 from .records import DONE, PRUNED, RUNNING, STATUSES, TrialRecord
@@ -118,6 +118,16 @@ def inspect_file(path: Path) -> tuple[dict[str, Any], bool]:
     # No run row at all: the job was killed between creating the file and its first flush.
     clean = len(runs) > 0 and int(runs[-1]["exit_code"]) != -1
     return attrs, clean
+
+
+def stored_config(path: Path) -> Config | None:
+    """The experiment stored in the results file at ``path`` (None if it cannot be read: the resume's own checks
+    say why)."""
+    try:
+        attrs, _ = inspect_file(path)
+        return parse_config(tomllib.loads(attrs.get("config", "")))
+    except (HpoError, tomllib.TOMLDecodeError):
+        return None
 
 
 def _reopens(path: Path) -> bool:
@@ -219,6 +229,8 @@ def previous_trials(file: h5py.File, space: Space) -> Previous:
         done_ids.add(int(row["trial_id"]))  # a trial to run again is listed once, even if a kill left it twice
         if row["strategy"] == b"bayes" and math.isnan(row["suggest_seconds"]):
             continue  # its worker was still choosing the point: the next Bayesian trial chooses afresh
+        if row["strategy"] == b"pbt" and row["suggest_seconds"] < 0:
+            continue  # a PB2 segment whose values were still being chosen: its member decides afresh
         params = _params(row, space)
         if params is not None:
             rerun.append(_record(row, params))
@@ -250,5 +262,7 @@ def _record(row: np.void, params: dict | None) -> TrialRecord:
         t_start=float(row["t_start"]), t_end=float(row["t_end"]),
         value=float(row["value"]) if status in (DONE, PRUNED) else None, error=text("error"), repeat=int(row["repeat"]),
         attempt=int(row["attempt"]), group=int(row["group"]), suggest_seconds=float(row["suggest_seconds"]),
-        gpus=text("gpus"), memory_mb=float(row["memory_mb"]), epochs=int(row["epochs"]),
+        gpus=text("gpus"), memory_mb=float(row["memory_mb"]), epochs=int(row["epochs"]), member=int(row["member"]),
+        parent=int(row["parent"]), start_epoch=int(row["start_epoch"]), end_epoch=int(row["end_epoch"]),
+        checkpoint_mb=float(row["checkpoint_mb"]),
     )

@@ -175,7 +175,8 @@ class ResultsWriter:
             record.phase, self._text(record.strategy, 16), record.rank, self._text(record.host, HOST_BYTES),
             record.t_submit, record.t_start, record.t_end, record.repeat, record.attempt, record.group,
             record.suggest_seconds,
-            self._gpus(record.gpus), record.memory_mb, record.epochs,
+            self._gpus(record.gpus), record.memory_mb, record.epochs, record.member, record.parent,
+            record.start_epoch, record.end_epoch, record.checkpoint_mb,
             fit_bytes(record.error, ERROR_BYTES) if record.error else b"", *values,
         )
 

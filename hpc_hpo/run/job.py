@@ -20,12 +20,13 @@ import sys
 from collections import Counter
 from dataclasses import replace
 
-from ..config import Config, apply_overrides, load_config, to_toml, with_seed
+from ..config import Config, apply_overrides, load_config, to_toml, with_population, with_seed
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, HpoError, ResultsWriteError, StartupTimeoutError
 from ..logs import print_error
+from ..results import checkpoints
 from ..results.lockfile import ResultsLock
 from ..results.paths import check_results_path
-from ..results.resume import Previous, inspect_file, open_for_resume
+from ..results.resume import Previous, inspect_file, open_for_resume, stored_config
 from ..results.writer import ResultsWriter
 from ..trials.devices import Binding, Place, describe
 from .comm import Comm
@@ -116,12 +117,17 @@ def run_master(comm: Comm, options: RunOptions, local_worker=None) -> Ended:
         stop_all(comm, EXIT_USAGE, str(exc))
         return Ended(EXIT_USAGE, str(exc))
 
+    workers = sum(1 for hello in started.hellos if started.bindings[hello.rank].takes_trials)
+    resuming = config.experiment.resume and config.results_path.exists()
+    config = with_population(config, workers, stored_config(config.results_path) if resuming else None)
     lock = ResultsLock(config.results_path)
     writer = None
     try:
         lock.acquire()
         labels = sorted({started.bindings[h.rank].label for h in started.hellos})
         writer, previous = open_results(config, options, len(comm.worker_ranks), comm.size, labels)
+        if previous is None and any(phase.strategy == "pbt" for phase in config.phases):
+            checkpoints.clear(config.experiment.workdir)  # a new file: the checkpoints of an old one must not mix in
         writer.start_run(world_size=comm.size, workers=len(comm.worker_ranks), host=socket.gethostname())
     except HpoError as exc:
         lock.release()

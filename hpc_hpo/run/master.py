@@ -29,6 +29,7 @@ from ..errors import (
     TrialAbandoned,
 )
 from ..logs import print_error
+from ..results import checkpoints
 from ..results.records import DONE, PRUNED, format_duration
 from ..results.resume import Previous
 from ..results.writer import ResultsWriter
@@ -42,6 +43,7 @@ from .scheduler import (
     EpochReported,
     Judge,
     Record,
+    RemoveCheckpoints,
     Scheduler,
     ShowRunning,
     StopWorker,
@@ -125,10 +127,12 @@ class MasterLoop:
         for instruction in instructions:
             kind = type(instruction)
             if kind is Dispatch:
-                trial, suggest = instruction
+                trial, suggest, base = instruction
                 self.writer.set_running(self.slots[trial.rank], trial)
-                task = Task(trial.trial_id, trial.params, trial.phase, trial.strategy,
-                            None if suggest is None else tuple(suggest), self.scheduler.rungs_for(trial.trial_id))
+                segment = (trial.member, trial.parent, trial.start_epoch, trial.end_epoch) if trial.segment else ()
+                task = Task(trial.trial_id, trial.params if base is None else base, trial.phase, trial.strategy,
+                            None if suggest is None else tuple(suggest), self.scheduler.rungs_for(trial.trial_id),
+                            segment)
                 if self.comm.in_process and self.writer.dirty:
                     self.writer.flush()  # the trial runs inside this send: what finished before it is stored first
                 self.comm.send(task, trial.rank)
@@ -141,6 +145,8 @@ class MasterLoop:
                 self.reporter.trial(instruction.trial)
             elif kind is ShowRunning:
                 self.writer.set_running(self.slots[instruction.trial.rank], instruction.trial)
+            elif kind is RemoveCheckpoints:
+                checkpoints.remove(self.config.experiment.workdir, instruction.trial_ids)
             elif kind is StopWorker:
                 self.writer.set_running(self.slots[instruction.rank], None)
                 reason = self.scheduler.error if instruction.exit_code else ""

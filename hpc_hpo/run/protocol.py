@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from .. import _version
 
 #: Raised when a message changes shape; master and workers must agree.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 
 
 def this_install() -> tuple[str, int]:
@@ -106,7 +106,9 @@ class Task(NamedTuple):
     not seen, points pending elsewhere): the worker chooses the point, says so with
     :class:`Suggested`, then evaluates it. ``rungs`` (with ``[stopping]``): the numbers of epochs
     trained after which the trial is judged; a report that crosses one waits for the master's
-    :class:`Verdict`.
+    :class:`Verdict`. ``segment`` (a pbt phase): (member, parent, start_epoch, end_epoch): restore the checkpoint of
+    trial ``parent`` (-1: none) and train those epochs; with ``suggest`` set as well (PB2), ``params`` are the values
+    the member copied and the worker chooses new ones before it trains.
     """
 
     TAG = 3
@@ -116,6 +118,7 @@ class Task(NamedTuple):
     strategy: str
     suggest: tuple | None = None
     rungs: tuple = ()
+    segment: tuple = ()
 
 
 class Suggested(NamedTuple):
@@ -133,7 +136,8 @@ class Result(NamedTuple):
     ``status`` is "done", "failed" or "timeout"; ``memory_mb`` the resident memory of the
     process that ran the trial, when it ended. ``retire`` (why) says that the worker takes no
     more trials: its trial process failed to start several times in a row. ``epochs``: how many
-    epochs the trial reported (its last epoch + 1).
+    epochs the trial reported (its last epoch + 1). A pbt segment adds the size of the checkpoint it saved
+    (``checkpoint_mb``) and whether it failed because the checkpoint it had to restore is unusable (``bad_checkpoint``).
     """
 
     TAG = 4
@@ -147,6 +151,8 @@ class Result(NamedTuple):
     memory_mb: float = float("nan")
     retire: str = ""
     epochs: int = 0
+    checkpoint_mb: float = 0.0
+    bad_checkpoint: bool = False
 
 
 class Epoch(NamedTuple):

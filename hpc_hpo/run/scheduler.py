@@ -40,8 +40,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..config import Config, PhaseConfig
-from ..errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, CheckpointError
 from ..results.records import DONE, FAILED, PRUNED, RUNNING, TrialRecord
+from ..search.pbt import Finished, Population, Segment
 from ..search.stopping import NoStopping, Report, StoppingRule, make_rule
 from ..search.strategies import STRATEGIES, Strategy
 from .protocol import Result
@@ -100,11 +101,19 @@ class Suggest(NamedTuple):
 class Dispatch(NamedTuple):
     """Send this trial to its worker (``trial.rank``) and show it as running.
 
-    ``trial.params`` is None when the worker chooses the point (``suggest`` says from what).
+    ``trial.params`` is None when the worker chooses the point (``suggest`` says from what; for a PB2 segment
+    ``base`` holds the values the member copied, which the worker explores from).
     """
 
     trial: TrialRecord
     suggest: Suggest | None = None
+    base: dict | None = None
+
+
+class RemoveCheckpoints(NamedTuple):
+    """Delete the checkpoints of these pbt segments: no segment will restore them."""
+
+    trial_ids: list
 
 
 class ShowRunning(NamedTuple):
@@ -150,9 +159,14 @@ class PhaseRun:
     config: PhaseConfig
     strategy: Strategy
     issued: int = 0
+    #: A pbt phase: its population, and the segments it counts on running (handed out + still to come).
+    population: Population | None = None
+    planned: int = 0
 
     @property
     def exhausted(self) -> bool:
+        if self.population is not None:
+            return self.population.finished
         return self.issued >= self.config.trials
 
 
@@ -162,7 +176,10 @@ def build_phases(config: Config) -> list[PhaseRun]:
     for phase in config.phases:
         rng = np.random.default_rng([config.experiment.seed, phase.index])
         strategy = STRATEGIES[phase.strategy](config.space, phase.options, rng)
-        runs.append(PhaseRun(phase, strategy))
+        run = PhaseRun(phase, strategy, planned=phase.runs)
+        if strategy.segments:
+            run.population = strategy.start_population(config.experiment.minimize)
+        runs.append(run)
     return runs
 
 
@@ -275,6 +292,7 @@ class Scheduler:
         trials rebuild the stopping rule's rungs.
         """
         self.stopping.replay(Report(*report) for report in reports)
+        self._restore_populations(trials, rerun)
         points: dict[int, int] = {}
         present: dict[int, set[int]] = {}
         for record in (*trials, *rerun):
@@ -284,13 +302,16 @@ class Scheduler:
             self._group_ranks.setdefault(record.group, set()).add(record.rank)
         for phase in self.phases:
             phase.issued = points.get(phase.config.index, 0)
-            if not phase.strategy.suggests_on_worker:
+            if not phase.strategy.suggests_on_worker and phase.population is None:
                 for _ in range(min(phase.issued, phase.config.trials)):
                     if phase.strategy.ask() is None:
                         break
         self.progress.issued = len(trials) + len(rerun)
         for record in trials:
             if record.params is None:  # outside a space changed with --force: stored, but not learned from
+                continue
+            if record.segment:
+                self._count(record)
                 continue
             self.history.append(self._observation(record))
             self._count(record)
@@ -306,6 +327,28 @@ class Scheduler:
                                                      record.strategy))
         self._reruns.extend(rerun)
         self._next_id = max(self._next_id, next_id)
+
+    def _restore_populations(self, trials: list[TrialRecord], rerun: list[TrialRecord]) -> None:
+        """Rebuild each pbt phase's population from its segments in the file (see :meth:`Population.restore`)."""
+        for phase in self.phases:
+            if phase.population is None:
+                continue
+            index = phase.config.index
+            finished = [Finished(r.trial_id, r.member, r.parent, r.start_epoch, r.end_epoch, r.params,
+                                 r.value if r.status == DONE else None,
+                                 r.error.startswith(CheckpointError.__name__ + ":"))
+                        for r in trials if r.phase == index and r.segment and r.params is not None]
+            running = [(r.trial_id, Segment(r.member, r.params, r.parent, r.start_epoch, r.end_epoch))
+                       for r in rerun if r.phase == index and r.segment]
+            phase.population.restore(finished, running)
+            phase.population.started = len(finished) + len(running)
+            self._replan(phase)
+
+    def _replan(self, phase: PhaseRun) -> None:
+        """Keep the budget equal to the segments the population will have run, as members jump and fail."""
+        planned = phase.population.started + phase.population.remaining()
+        self.progress.budget += planned - phase.planned
+        phase.planned = planned
 
     def stop(self, exit_code: int, error: str = "") -> None:
         """Hand out no more trials; running ones finish, then their workers stop."""
@@ -332,7 +375,10 @@ class Scheduler:
         trial = trial._replace(params=event.params, suggest_seconds=event.suggest_seconds)
         self.running[event.rank] = trial
         self._choosing.discard(event.rank)
-        self._queue_repeats(trial)
+        if trial.segment:
+            self.phases[trial.phase - 1].population.chosen(trial.member, event.params)
+        else:
+            self._queue_repeats(trial)
         return [ShowRunning(trial)]
 
     def _on_epoch(self, event: EpochReported) -> list:
@@ -364,7 +410,9 @@ class Scheduler:
         value = result.value if status in (DONE, PRUNED) else None
         record = trial._replace(status=status, t_start=result.t_start, t_end=result.t_end, value=value,
                                 metrics=result.metrics, error=result.error, memory_mb=result.memory_mb,
-                                epochs=result.epochs)
+                                epochs=result.epochs, checkpoint_mb=result.checkpoint_mb)
+        if trial.segment:
+            return self._on_segment(record, result, now)
         self.history.append(self._observation(record))
         if now >= trial.t_submit:  # on the master's clock, from hand-out to result: the step and the messages too
             self._durations.append(now - trial.t_submit)
@@ -373,6 +421,23 @@ class Scheduler:
         if not phase.strategy.suggests_on_worker:
             phase.strategy.tell(trial.params, value if status == DONE else None)
         return [Record(record)]
+
+    def _on_segment(self, record: TrialRecord, result: Result, now: float) -> list:
+        """A pbt segment ended: the population decides its member's next segment; checkpoints nobody needs go."""
+        if now >= record.t_submit:
+            self._durations.append(now - record.t_submit)
+        self._count(record)
+        phase = self.phases[record.phase - 1]
+        population = phase.population
+        population.finish(Finished(record.trial_id, record.member, record.parent, record.start_epoch,
+                                   record.end_epoch, record.params, record.value if record.status == DONE else None,
+                                   result.bad_checkpoint))
+        self._replan(phase)
+        instructions: list = [Record(record)]
+        removable = population.removable()
+        if removable:
+            instructions.append(RemoveCheckpoints(removable))
+        return instructions
 
     def _retire(self, rank: int, reason: str, instructions: list) -> None:
         """Stop a worker that can no longer run trials; fail the search if it was the last one and work remains."""
@@ -458,6 +523,11 @@ class Scheduler:
         for phase in self.phases:
             if phase.exhausted:
                 continue
+            if phase.population is not None:
+                segment = phase.population.next_segment()
+                if segment is None:
+                    break  # the population waits (for a generation, or for the last members)
+                return self._dispatch_segment(phase, segment, rank, now)
             if phase.strategy.suggests_on_worker:
                 if phase.config.options.get("sequential", True) and self._choosing:
                     break  # another worker is choosing: wait for its point, then choose knowing it
@@ -499,10 +569,27 @@ class Scheduler:
         self._choosing.add(rank)
         return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, pending))
 
+    def _dispatch_segment(self, phase: PhaseRun, segment: Segment, rank: int, now: float) -> Dispatch:
+        phase.issued += 1
+        self.progress.issued += 1
+        trial_id, self._next_id = self._next_id, self._next_id + 1
+        phase.population.start(segment, trial_id)
+        choosing = segment.params is None  # PB2: the worker chooses the values (suggest_seconds -1 until then)
+        trial = self._start(rank, now, trial_id=trial_id, params=segment.params, phase=phase.config.index,
+                            strategy=phase.config.strategy, group=trial_id, member=segment.member,
+                            parent=segment.parent, start_epoch=segment.start_epoch, end_epoch=segment.end_epoch,
+                            suggest_seconds=-1.0 if choosing else float("nan"))
+        if not choosing:
+            return Dispatch(trial)
+        base, history, running = segment.explore
+        self._choosing.add(rank)
+        return Dispatch(trial, Suggest(history, running), base)
+
     def _dispatch_rerun(self, previous: TrialRecord, rank: int, now: float) -> Dispatch:
         trial = self._start(rank, now, trial_id=previous.trial_id, params=previous.params, phase=previous.phase,
                             strategy=previous.strategy, repeat=previous.repeat, attempt=previous.attempt + 1,
-                            group=previous.group, suggest_seconds=previous.suggest_seconds)
+                            group=previous.group, suggest_seconds=previous.suggest_seconds, member=previous.member,
+                            parent=previous.parent, start_epoch=previous.start_epoch, end_epoch=previous.end_epoch)
         return Dispatch(trial)
 
     def _queue_repeats(self, trial: TrialRecord) -> None:

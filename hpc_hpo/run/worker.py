@@ -17,16 +17,19 @@ search goes on with the other workers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import EXIT_INTERRUPTED, EXIT_RESUMABLE, ObjectiveImportError, StartupTimeoutError, TrialAbandoned
-from ..results.records import DONE, PRUNED
+from ..errors import EXIT_INTERRUPTED, CheckpointError, EXIT_RESUMABLE, ObjectiveImportError, StartupTimeoutError, TrialAbandoned
+from ..results import checkpoints
+from ..results.records import DONE, FAILED, PRUNED
 from ..search.strategies import STRATEGIES
 from ..trials.devices import Binding, Place, apply_binding, here
 from ..trials.executor import InlineExecutor, ProcessExecutor, choose_executor
@@ -70,6 +73,7 @@ class Worker:
         self.executor: InlineExecutor | ProcessExecutor | None = None
         self.retired = ""  # why this worker takes no more trials ("" while it does)
         self._suggester = None
+        self._rng: np.random.Generator | None = None
         #: Set by the driver: the process's stop request, and what a trial in a child asks to know
         #: whether the job is ending (a signal, or the master's Stop).
         self.stop_request: StopRequest | None = None
@@ -150,7 +154,18 @@ class Worker:
             strategy=task.strategy, experiment=experiment.name, experiment_seed=experiment.seed,
             workdir_root=experiment.workdir, gpus=self.binding.gpus,
             max_epochs=stopping.max_epochs if stopping.active else None,
+            end_epoch=stopping.max_epochs if stopping.active else None,
         )
+        if task.segment:
+            context = self._segment_context(task, context)
+            if context.restore_from is not None and not checkpoints.usable(Path(context.restore_from)):
+                now = time.time()
+                self.send(Result(task.trial_id, None, {}, (
+                    f"CheckpointError: the checkpoint of trial {task.segment[1]} that member {task.segment[0]} "
+                    f"restores is missing or empty ({context.restore_from}); the member goes back to its last good "
+                    f"checkpoint (rank {self.rank} on {self.host})"), now, now, FAILED, bad_checkpoint=True))
+                return
+            checkpoints.prepare(Path(context.checkpoint_dir))
         trial_id, send, rungs = task.trial_id, self.send, task.rungs
         self._verdicts.pop(trial_id, None)
         trained = 0  # epochs reported: the last reported epoch + 1
@@ -186,10 +201,31 @@ class Worker:
                             f"{outcome.error.splitlines()[0]})")
             log.warning("retiring: %s", self.retired)
         status = PRUNED if pruned and outcome.status == DONE else outcome.status
-        self.send(Result(task.trial_id, outcome.value, outcome.metrics, outcome.error, t_start, t_end,
-                         status, outcome.memory_mb, self.retired, trained))
+        value, error, saved_mb = outcome.value, outcome.error, 0.0
+        if task.segment:
+            saved = Path(context.checkpoint_dir)
+            saved_mb = checkpoints.size_mb(saved)
+            if status == DONE and not checkpoints.usable(saved):
+                status, value = FAILED, None
+                error = (f"CheckpointNotSaved: the objective returned without saving into trial.checkpoint_dir "
+                         f"({saved}) (member {task.segment[0]}, epochs {task.segment[2]}-{task.segment[3] - 1}): save "
+                         f"model and optimizer there before returning, e.g. hpc_hpo.tf.save_checkpoint(trial, model) "
+                         f"(rank {self.rank} on {self.host})")
+        self.send(Result(task.trial_id, value, outcome.metrics, error, t_start, t_end,
+                         status, outcome.memory_mb, self.retired, trained, saved_mb,
+                         error.startswith(CheckpointError.__name__ + ":")))
         if self.retired:
             self.close()  # after the result: the master hands the trial's work to the others at once
+
+    def _segment_context(self, task: Task, context: TrialContext) -> TrialContext:
+        """The trial context of a pbt segment: its member, epochs, and the checkpoints it restores and saves."""
+        member, parent, start, end = task.segment
+        workdir = self.config.experiment.workdir
+        epochs = self.config.phases[task.phase - 1].options["epochs"]
+        restore = str(checkpoints.checkpoint_dir(workdir, parent)) if parent >= 0 else None
+        return dataclasses.replace(context, member=member, start_epoch=start, end_epoch=end, max_epochs=epochs,
+                                   restore_from=restore,
+                                   checkpoint_dir=str(checkpoints.checkpoint_dir(workdir, task.trial_id)))
 
     def await_verdict(self, trial_id: int, epoch: int) -> bool:
         """The stopping rule's verdict on the epoch just reported (True: stop). It comes within milliseconds;
@@ -213,24 +249,33 @@ class Worker:
 
     def choose(self, task: Task) -> dict:
         """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
-        if self._suggester is None:
+        if self._suggester is None and not task.segment:
             self._suggester = self._make_suggester()
         observations, pending = task.suggest
         started = time.perf_counter()
-        self._suggester.update(observations)
-        params = self._suggester.suggest(pending, self.config.phases[task.phase - 1].options)
+        if task.segment:  # PB2: the values the member trains with from here, from the population's progress
+            from ..search.gp.pb2 import pb2_choose
+
+            params = pb2_choose(self.config.space, task.params, task.segment[2], observations, pending,
+                                self.config.experiment.minimize, self._suggester_rng())
+        else:
+            self._suggester.update(observations)
+            params = self._suggester.suggest(pending, self.config.phases[task.phase - 1].options)
         seconds = time.perf_counter() - started
         log.debug("trial %d: chose %s in %.3fs from %d observations", task.trial_id, params, seconds,
-                  self._suggester.observations)
+                  len(observations) if task.segment else self._suggester.observations)
         self.send(Suggested(task.trial_id, params, seconds))
         return params
+
+    def _suggester_rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng([self.config.experiment.seed, 0, self.rank])  # this worker's own stream
+        return self._rng
 
     def _make_suggester(self):
         from ..search.gp.suggester import BayesSuggester
 
-        experiment = self.config.experiment
-        rng = np.random.default_rng([experiment.seed, 0, self.rank])  # this worker's own stream
-        return BayesSuggester(self.config.space, experiment.minimize, rng)
+        return BayesSuggester(self.config.space, self.config.experiment.minimize, self._suggester_rng())
 
     def close(self) -> None:
         if self.executor is not None:

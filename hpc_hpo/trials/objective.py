@@ -41,6 +41,12 @@ class TrialContext:
     counted from 0 as Keras counts them; :meth:`should_stop` says the trial is asked to end early
     (the stopping rule stopped it, or it ran out of time). ``max_epochs`` is what a trial that is
     never stopped trains for (``[stopping]``; None without a stopping rule).
+
+    In a pbt phase a trial is a *segment* of ``member``'s training: train epochs ``start_epoch`` ..
+    ``end_epoch - 1`` (of ``max_epochs`` in all), after restoring model and optimizer from ``restore_from`` (None
+    for the member's first segment), and save them into ``checkpoint_dir`` before returning the member's current
+    score. Outside pbt, ``member`` is None, ``start_epoch`` 0, ``end_epoch`` = ``max_epochs`` and both
+    directories None.
     """
 
     trial_id: int
@@ -54,6 +60,11 @@ class TrialContext:
     workdir_root: str = field(repr=False, default=".")
     gpus: tuple[str, ...] = ()
     max_epochs: int | None = None
+    member: int | None = None
+    start_epoch: int = 0
+    end_epoch: int | None = None
+    restore_from: str | None = None
+    checkpoint_dir: str | None = None
     reporter: Callable[[int, dict[str, float]], None] | None = field(default=None, repr=False, compare=False)
     stop_requested: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
 

@@ -92,7 +92,7 @@ def test_layout_is_readable_with_plain_h5py(tmp_path):
         assert epochs["epoch"].tolist() == [0, 0, 1, 1] and epochs["value"][3] == 0.8
         assert f["metric_names"][:].tolist() == [b"acc"]
         assert f["metrics"][0, 0] == 0.9
-        assert f.attrs["format_version"] == 4 and f.attrs["direction"] == "minimize"
+        assert f.attrs["format_version"] == 5 and f.attrs["direction"] == "minimize"
         assert "x" in f.attrs["space"]
 
 

@@ -32,6 +32,8 @@ class Strategy:
     sized_by_trials: ClassVar[bool] = True
     #: True when the worker that runs a trial chooses its point (bayes); the master never asks.
     suggests_on_worker: ClassVar[bool] = False
+    #: True when the phase hands out training segments of a population (pbt) instead of points.
+    segments: ClassVar[bool] = False
 
     def __init__(self, space: Space, options: Mapping[str, Any], rng: np.random.Generator):
         self.space = space
