@@ -14,6 +14,7 @@ from .results.reader import Results, read_results
 from .trials.objective import TrialContext
 
 __all__ = [
+    "CheckpointError",
     "Config",
     "ConfigError",
     "HpoError",

@@ -58,15 +58,16 @@ def pbt_toy(params: dict, trial) -> float:
     """A training run of the PBT toy: its state (the loss) is kept in ``state.json`` in the checkpoint directory.
 
     In a pbt segment it trains epochs ``trial.start_epoch .. trial.end_epoch - 1`` from ``trial.restore_from``;
-    outside pbt it trains ``params["epochs"]`` from the start. ``delay``: seconds per epoch."""
+    outside pbt it trains ``params["epochs"]`` from the start. ``delay``: seconds per epoch. Returns the loss, and
+    (metric ``restored``) the trial whose checkpoint it restored (-1: none), as that checkpoint says."""
     import json
     import os
 
-    loss, epoch = 1.0, 0
+    loss, epoch, restored = 1.0, 0, -1
     if trial.restore_from is not None:
         with open(os.path.join(trial.restore_from, "state.json")) as file:
             state = json.load(file)
-        loss, epoch = state["loss"], state["epoch"]
+        loss, epoch, restored = state["loss"], state["epoch"], state["trial"]
         assert epoch == trial.start_epoch, f"restored epoch {epoch}, but the segment starts at {trial.start_epoch}"
     end = trial.end_epoch if trial.end_epoch is not None else params["epochs"]
     for epoch in range(trial.start_epoch, end):
@@ -75,5 +76,5 @@ def pbt_toy(params: dict, trial) -> float:
         trial.report(epoch, {"loss": loss})
     if trial.checkpoint_dir is not None:
         with open(os.path.join(trial.checkpoint_dir, "state.json"), "w") as file:
-            json.dump({"loss": loss, "epoch": end}, file)
-    return loss
+            json.dump({"loss": loss, "epoch": end, "trial": trial.trial_id}, file)
+    return {"value": loss, "restored": restored}

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._toml import toml_key, toml_value, tomllib
 from ..results.reader import Results, best_row, params_of, read_results
+from .pbt import lineage, schedule, schedule_text, searched_names, segment_rows
 
 _FIRST = ["trial_id", "status", "value"]
 
@@ -56,12 +57,34 @@ def best_text(results: Results, fmt: str = "toml") -> str:
     if best is None:
         return ""
     params = params_of(best, results.param_names)
+    if int(best.get("member", -1)) >= 0:
+        return _best_schedule_text(results, best, params, fmt)
     if fmt == "json":
         return json.dumps(params, indent=1) + "\n"
     direction = results.attrs.get("direction", "minimize")
     trained = f", {best['epochs']} epochs" if best.get("epochs") else ""
     lines = [f"# best of {results.path}: trial {best['trial_id']}, value {best['value']:.10g} ({direction}){trained}"]
     lines += [f"{toml_key(name)} = {toml_value(value)}" for name, value in params.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _best_schedule_text(results: Results, best: dict[str, Any], params: dict[str, Any], fmt: str) -> str:
+    """The best pbt segment: its member's schedule (values by epoch range, along its lineage), as TOML (the last
+    values as keys, then one ``[[schedule]]`` table per range) or JSON (``params``, ``member``, ``schedule``)."""
+    rows = {int(r["trial_id"]): r for r in segment_rows(results.records())}
+    ranges = schedule(lineage(rows, int(best["trial_id"])), searched_names(results))
+    if fmt == "json":
+        return json.dumps({"params": params, "member": int(best["member"]), "trial_id": int(best["trial_id"]),
+                           "value": float(best["value"]), "schedule": ranges}, indent=1) + "\n"
+    direction = results.attrs.get("direction", "minimize")
+    lines = [f"# best of {results.path}: trial {best['trial_id']}, value {best['value']:.10g} ({direction}), "
+             f"member {best['member']} after {best['end_epoch']} epochs; the schedule it trained with:"]
+    lines += [f"#   {line}" for line in schedule_text(ranges)]
+    lines.append("# its last values:")
+    lines += [f"{toml_key(name)} = {toml_value(value)}" for name, value in params.items()]
+    for entry in ranges:
+        lines += ["", "[[schedule]]", f"start_epoch = {entry['start_epoch']}", f"end_epoch = {entry['end_epoch']}"]
+        lines += [f"{toml_key(name)} = {toml_value(value)}" for name, value in entry["params"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from ..results.lockfile import writer_state
 from ..results.reader import Results, best_row, params_of
 from ..results.records import PRUNED, RUNNING, STATUSES, describe_params, format_duration
 from ..search.stopping import RULES, make_rule
+from .pbt import pbt_summary, pbt_text, schedule_text
 
 
 def _clock(t: float) -> str:
@@ -29,6 +30,9 @@ def status(results: Results, now: float | None = None) -> dict[str, Any]:
     counts = Counter(r["status"] for r in records)
     budget = int(a.get("budget", 0))
     finished = sum(n for status, n in counts.items() if status != "running")
+    pbt = pbt_summary(results, records)
+    if pbt is not None:  # the segments a population runs change as members jump ahead or fail: at least these
+        budget = max(budget, len(records))
     best = best_row(results)
     state = run_state(results)
     return {
@@ -48,6 +52,7 @@ def status(results: Results, now: float | None = None) -> dict[str, Any]:
                     for r in records if r["status"] == "running"],
         "workers": _workers(records, results, now),
         "stopping": stopping_summary(results, records),
+        "pbt": pbt,
         "runs": [_run(run, i == len(results.runs) - 1, state) for i, run in enumerate(results.runs)],
     }
 
@@ -69,6 +74,13 @@ def status_text(results: Results, now: float | None = None) -> str:
         lines.append(text)
     if s["stopping"] is not None:
         lines.append(f"stopping    {stopping_text(s['stopping'])}")
+    if s["pbt"] is not None:
+        lines.append(f"pbt         {pbt_text(s['pbt'])}")
+        best = s["pbt"]["best"]
+        if best is not None:
+            lines.append(f"            best: member {best['member']}, trial {best['trial_id']} at epoch "
+                         f"{best['end_epoch']}; its schedule:")
+            lines += [f"              {line}" for line in schedule_text(best["schedule"])]
     if s["running"]:
         lines.append("running     trial    rank  host                  gpus      age")
         for r in s["running"]:

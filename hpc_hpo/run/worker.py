@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EXIT_INTERRUPTED, CheckpointError, EXIT_RESUMABLE, ObjectiveImportError, StartupTimeoutError, TrialAbandoned
+from ..errors import EXIT_INTERRUPTED, EXIT_RESUMABLE, CheckpointError, ObjectiveImportError, StartupTimeoutError, TrialAbandoned
 from ..results import checkpoints
 from ..results.records import DONE, FAILED, PRUNED
 from ..search.strategies import STRATEGIES

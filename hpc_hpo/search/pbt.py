@@ -5,13 +5,15 @@ A population of ``population`` members trains in *segments* of ``interval`` epoc
 id; none for a member's first) and trains epochs ``start_epoch .. end_epoch - 1``. When a member's segment ends
 (``mode = "async"``, the default), the member is ranked among the population:
 
-- it is compared with the members that got as far (each one's score at its latest segment end <= this member's
-  epoch); members behind it are left out, so a member is never compared with a less trained one, and a member that
-  copies another never goes back in epochs;
+- once at least ``ceil(1 / quantile)`` members (or all that are left) have a score, it is compared with every
+  member that finished a segment, each at its latest segment end <= this member's
+  epoch (a member ahead as it was then, one behind as it is now: being beaten by a less trained member is a sure
+  sign; members that finish first are thus still ranked, against the others' previous interval);
 - with n members ranked, the best ``k = min(ceil(n * quantile), n // 2)`` are the top, the worst k the bottom;
   a bottom member whose score ties with a top member's is not exploited (copying an equal gains nothing);
-- a bottom member *exploits*: it continues from the latest checkpoint of a top member chosen at random (and so
-  from that member's epoch: a member may jump ahead or back), and *explores* from that member's values: each
+- a bottom member *exploits*: it continues from the latest checkpoint of a top member chosen at random among those
+  at least as far as itself and not finished (and so from that member's epoch: a member may jump ahead, never
+  back; with no such member it goes on as it is), and *explores* from that member's values: each
   parameter is resampled from the space with ``resample_probability``, or else multiplied by one of ``perturb``
   (:func:`perturb_value`); with ``explore = "pb2"`` the worker that runs the segment chooses the values with a
   GP bandit instead (:mod:`hpc_hpo.search.gp.pb2`), from :attr:`Segment.explore`;
@@ -276,7 +278,7 @@ class Population:
             member = self.members[result.member]
             if result.score is not None or result.bad_checkpoint:
                 member.params = dict(result.params)
-            self._learn(member, result, deciding=False)
+            self._learn(member, result)
         for trial_id, segment in running:
             member = self.members[segment.member]
             member.params = dict(segment.params or member.params)
@@ -288,7 +290,7 @@ class Population:
             if member.active and member.running is None and member.next is None:
                 self._decide(member)
 
-    def _learn(self, member: _Member, result: Finished, deciding: bool = True) -> None:
+    def _learn(self, member: _Member, result: Finished) -> None:
         if result.score is None:  # failed
             member.failures += 1
             member.next = None
@@ -296,23 +298,15 @@ class Population:
                 self.bad.add(result.parent)
                 for m in self.members:
                     m.checkpoints = [c for c in m.checkpoints if c.trial_id != result.parent]
+                    if m is not member and m.next is not None and m.next.parent == result.parent:
+                        m.next = self._back_to_last_good(m)  # it was about to copy the unusable checkpoint
             if member.failures >= MAX_FAILURES:
                 member.gave_up = True
                 return
-            if result.bad_checkpoint or not deciding:
-                if member.checkpoints:
-                    last = member.checkpoints[-1]
-                    member.params = dict(last.params)
-                    parent, start = last.trial_id, last.epoch
-                else:
-                    parent, start = -1, 0
-                    if result.bad_checkpoint:
-                        self.notes.append(f"member {member.index} has no usable checkpoint left: it starts afresh "
-                                          f"from epoch 0")
-                params = member.params
+            if result.bad_checkpoint:
+                member.next = self._back_to_last_good(member)
             else:  # the same segment again, from the same checkpoint
-                params, parent, start = dict(result.params), result.parent, result.start_epoch
-            member.next = self._segment(member, params, parent, start)
+                member.next = self._segment(member, dict(result.params), result.parent, result.start_epoch)
             return
         member.failures = 0
         member.params = dict(result.params)
@@ -327,6 +321,16 @@ class Population:
         member.next = None
         if result.end_epoch >= self.settings.epochs:
             member.done = True
+
+    def _back_to_last_good(self, member: _Member) -> Segment:
+        """The next segment of ``member`` from its own last good checkpoint, with the values it had there; from
+        scratch (said in :attr:`notes`) if it has none left."""
+        if member.checkpoints:
+            last = member.checkpoints[-1]
+            member.params = dict(last.params)
+            return self._segment(member, member.params, last.trial_id, last.epoch)
+        self.notes.append(f"member {member.index} has no usable checkpoint left: it starts afresh from epoch 0")
+        return self._segment(member, member.params, -1, 0)
 
     def _better(self, a: _Checkpoint, b: _Checkpoint | None) -> bool:
         if b is None:
@@ -348,10 +352,8 @@ class Population:
         return Segment(member.index, params, parent, start, end, explore_from)
 
     def _score_for_ranking(self, member: _Member, epoch: int) -> float | None:
-        """``member``'s score when it was at ``epoch`` (its latest at or before it), or None if it has not got
-        there yet: a member behind is not compared with one ahead."""
-        if not member.scores or member.scores[-1][0] < epoch:
-            return None
+        """``member``'s score at ``epoch`` or before (its latest there: a member ahead is compared as it was at
+        ``epoch``, one behind as it is now), or None before its first segment ended."""
         at_or_before = [s for e, s in member.scores if e <= epoch]
         return at_or_before[-1] if at_or_before else None
 
@@ -365,9 +367,11 @@ class Population:
             score = self._score_for_ranking(m, epoch)
             if score is not None:
                 scores[m.index] = score
-        top, bottom = split(scores, self.settings.quantile, self.minimize) if len(scores) >= 2 else ([], [])
+        alive = sum(1 for m in self.members if not m.gave_up)
+        enough = min(alive, math.ceil(1 / self.settings.quantile))  # a quantile of fewer would be one member's luck
+        top, bottom = split(scores, self.settings.quantile, self.minimize) if len(scores) >= max(2, enough) else ([], [])
         donors = [self.members[i] for i in top if i != member.index and self.members[i].checkpoints
-                  and self.members[i].epoch < self.settings.epochs]
+                  and epoch <= self.members[i].epoch < self.settings.epochs]
         if member.index in bottom and donors:
             donor = donors[int(self.rng.integers(len(donors)))]
             source = donor.checkpoints[-1]

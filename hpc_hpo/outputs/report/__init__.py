@@ -105,6 +105,7 @@ def make_report(results_path: str | Path, directory: str | Path | None = None, p
     report = Report(out, out / "report.html")
     _draw_evolution_and_pairs(report, table, chosen, pairs_note, contour)
     _draw_the_rest(report, table, ranking, now, stopping_summary(results))
+    _draw_pbt(report, results)
     write_html(report, results, table, ranking, now, refresh if table.running_now else None)
     report.running = table.running_now
     report.finished = sum(n for status, n in table.counts.items() if status != "running")
@@ -187,6 +188,24 @@ def _draw_the_rest(report: Report, table, ranking, now: float, stopping: dict | 
              "A panel per parameter; colour: trial id (dark early, bright late); red crosses: failed trials.")
     else:
         report.notes.append("value against each parameter: no trial has succeeded yet")
+
+
+def _draw_pbt(report: Report, results) -> None:
+    """The pbt page, for a file with pbt segments."""
+    from ..pbt import pbt_summary, searched_names, segment_rows
+    from .pbt import pbt_figure
+
+    summary = pbt_summary(results)
+    if summary is None:
+        return
+    log_names = {name for name, spec in results.space.items() if spec.get("log")}
+    best = summary["best"]
+    _add(report, "pbt", "Population Based Training", "pbt",
+         pbt_figure(segment_rows(results.records()), searched_names(results), log_names, results.minimize,
+                    None if best is None else best["trial_id"]),
+         "Top: the values each member trained with, by epoch (a colour per member; dashed: an exploit, from the "
+         "copied member's value to the explored one). Bottom: each member's score at the end of each segment. "
+         "Black: the lineage of the best member, the schedule `best` prints.")
 
 
 __all__ = ["Plot", "Report", "make_report", "parse_pairs"]

@@ -19,6 +19,7 @@ from ..._version import __version__
 from ...results.reader import Results
 from ...results.records import STATUSES, format_duration
 from ..export import best_text
+from ..pbt import pbt_summary, pbt_text, schedule_text
 from ..summary import KILLED, MAYBE_RUNNING, RUNNING_NOW, stopping_summary, stopping_text
 from .importance import interaction_share
 
@@ -92,6 +93,11 @@ def _summary(results: Results, table: TrialTable, now: float) -> list[tuple[str,
     stopping = stopping_summary(results)
     if stopping is not None:
         rows.append(("early stopping", _e(stopping_text(stopping))))
+    pbt = pbt_summary(results)
+    if pbt is not None:
+        rows.append(("population based training", _e(pbt_text(pbt))))
+        if pbt["best"] is not None:
+            rows.append(("best member's schedule", "<br>".join(_e(line) for line in schedule_text(pbt["best"]["schedule"]))))
     strategies = Counter(str(s) for s in table.strategy)
     rows.append(("strategies", _e(", ".join(f"{s} {n}" for s, n in strategies.items()) or "-")))
     started = np.isfinite(table.t_start)

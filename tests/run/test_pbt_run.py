@@ -1,0 +1,206 @@
+"""Population Based Training end to end: real mpirun, real HDF5 file, real checkpoints on disk.
+
+The objective (``light_objectives:pbt_toy``) keeps its state (a loss, the epoch, the trial that saved it) in
+``state.json`` in its checkpoint directory; it asserts that what it restores starts at its segment's first epoch,
+and reports the trial whose checkpoint it restored as the metric ``restored``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+from hpc_hpo import read_results
+from hpc_hpo.results.checkpoints import checkpoint_dir
+
+from conftest import base_env, hpo, mpirun_command, write_experiment
+
+TESTS = Path(__file__).resolve().parent.parent
+ENV = {"PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def pbt_experiment(population=4, interval=2, epochs=12, delay=0.0, lr='{ type = "float", low = 0.001, high = 1.0, '
+                   'log = true }', extra="", executor="inline") -> str:
+    return f"""\
+        [experiment]
+        objective = "light_objectives:pbt_toy"
+        results = "results.h5"
+        seed = 3
+
+        [space]
+        lr = {lr}
+        delay = {{ type = "fixed", value = {delay} }}
+
+        [[phase]]
+        strategy = "pbt"
+        population = {population}
+        interval = {interval}
+        epochs = {epochs}
+        {extra}
+
+        [workers]
+        executor = "{executor}"
+        """
+
+
+def segments(path: Path) -> dict[int, dict]:
+    return {r["trial_id"]: r for r in read_results(path).records()}
+
+
+def check_lineage(rows: dict[int, dict], epochs: int, population: int) -> None:
+    """Every segment restored its parent's checkpoint, started where its parent ended; every member got to the end."""
+    done = {t: r for t, r in rows.items() if r["status"] == "done"}
+    for r in done.values():
+        assert r["metric_restored"] == r["parent"], r
+        if r["parent"] >= 0:
+            parent = rows[r["parent"]]
+            assert parent["status"] == "done" and parent["end_epoch"] == r["start_epoch"], (r, parent)
+        else:
+            assert r["start_epoch"] == 0
+        assert r["end_epoch"] - r["start_epoch"] in (2, epochs % 2 or 2)
+        assert r["checkpoint_mb"] > 0
+    last = {}
+    for r in sorted(done.values(), key=lambda r: r["trial_id"]):
+        last[r["member"]] = r
+    assert sorted(last) == list(range(population))
+    assert all(r["end_epoch"] == epochs for r in last.values())
+
+
+def test_four_members_under_mpirun_keep_their_lineage_and_bound_the_checkpoints(tmp_path):
+    write_experiment(tmp_path, pbt_experiment())
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=5, env=ENV)
+    assert out.returncode == 0, out.output
+    rows = segments(tmp_path / "results.h5")
+    check_lineage(rows, 12, 4)
+    assert {r["rank"] for r in rows.values()} == {1, 2, 3, 4}  # every worker trained segments
+    exploits = [r for r in rows.values() if r["parent"] >= 0 and rows[r["parent"]]["member"] != r["member"]]
+    assert exploits, "no member ever copied another"
+    for r in exploits:  # an exploit explores: values differ from the copied member's
+        assert r["param_lr"] != rows[r["parent"]]["param_lr"]
+    kept = sorted(p.name for p in (tmp_path / "results-trials" / "checkpoints").iterdir())
+    assert 0 < len(kept) <= 2 * 4 + 1, kept
+    best = min((r for r in rows.values() if r["status"] == "done"), key=lambda r: r["value"])
+    assert checkpoint_dir(tmp_path / "results-trials", best["trial_id"]).name in kept
+
+    status = hpo(["status", "results.h5"], tmp_path)
+    assert status.returncode == 0, status.output
+    assert "pbt" in status.output and "4 members" in status.output and "checkpoints" in status.output
+    best_out = hpo(["best", "results.h5"], tmp_path)
+    assert best_out.returncode == 0, best_out.output
+    assert f"member {best['member']}" in best_out.output and "epochs 0-" in best_out.output
+
+
+def test_sync_mode_trains_generations_in_lockstep(tmp_path):
+    write_experiment(tmp_path, pbt_experiment(extra='mode = "sync"', delay=0.01))
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=3, env=ENV)
+    assert out.returncode == 0, out.output
+    rows = sorted(segments(tmp_path / "results.h5").values(), key=lambda r: r["t_start"])
+    check_lineage({r["trial_id"]: r for r in rows}, 12, 4)
+    for r in rows:  # nothing of a generation starts before every segment of the one before ended
+        earlier = [o for o in rows if o["end_epoch"] <= r["start_epoch"]]
+        assert all(o["t_end"] <= r["t_start"] + 0.05 for o in earlier), r
+
+
+def test_kill_9_mid_pbt_then_a_deleted_checkpoint_resumes_from_the_last_good_one(tmp_path):
+    """Kill every rank mid-run, delete the latest checkpoint of member 0 (a scratch purge between jobs), resume:
+    what restores it fails with a clear error, member 0 goes on from its previous checkpoint, nothing is lost."""
+    results = tmp_path / "results.h5"
+    # Every member has the same lr, so scores tie and nobody copies: member 0 always restores its own checkpoint.
+    write_experiment(tmp_path, pbt_experiment(epochs=20, delay=0.02, lr='{ type = "categorical", choices = [0.1] }'))
+    proc = subprocess.Popen(mpirun_command(5, ["run", "experiment.toml", "--results", str(results)]), cwd=tmp_path,
+                            env={**base_env(), **ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            with h5py.File(results, "r", swmr=True, locking=False) as file:
+                if len(file["trials"]) >= 14:
+                    break
+        except (OSError, KeyError):
+            pass
+    os.killpg(proc.pid, signal.SIGKILL)  # mpirun, and every rank (they may sit in process groups of their own)
+    subprocess.run(["pkill", "-9", "-f", str(results)], check=False)
+    proc.wait(30)
+    first = segments(results)
+    assert 14 <= sum(r["status"] == "done" for r in first.values()) < 40
+    member0 = [r for r in first.values() if r["member"] == 0 and r["status"] == "done"]
+    lost = max(member0, key=lambda r: r["end_epoch"])
+    assert lost["end_epoch"] < 20 and len(member0) >= 2
+    shutil.rmtree(checkpoint_dir(tmp_path / "results-trials", lost["trial_id"]))
+
+    out = hpo(["run", "experiment.toml", "--resume", "--results", str(results)], tmp_path, ranks=5, timeout=180,
+              env=ENV)
+    assert out.returncode == 0, out.output
+    rows = segments(results)
+    assert all(rows[t]["status"] == first[t]["status"] for t in first if first[t]["status"] != "running")
+    failed = [r for r in rows.values() if r["status"] == "failed"]
+    assert failed and all(r["parent"] == lost["trial_id"] and r["member"] == 0 for r in failed), failed
+    assert all("CheckpointError" in r["error"] and "missing or empty" in r["error"] for r in failed)
+    previous = max((r for r in member0 if r["trial_id"] != lost["trial_id"]), key=lambda r: r["end_epoch"])
+    after = min((r for r in rows.values() if r["member"] == 0 and r["trial_id"] > failed[-1]["trial_id"]),
+                key=lambda r: r["trial_id"])
+    assert after["parent"] == previous["trial_id"] and after["start_epoch"] == previous["end_epoch"]
+    assert any(r["attempt"] == 2 for r in rows.values()), "the kill left no segment running"
+    check_lineage({t: r for t, r in rows.items() if r["status"] == "done"}, 20, 4)
+
+
+def test_an_objective_that_never_saves_its_checkpoint_fails_its_segments_with_a_line_naming_it(tmp_path):
+    write_experiment(tmp_path, pbt_experiment(population=2, epochs=4), objective="""\
+        def objective(params, trial):
+            return 1.0
+        """)
+    text = (tmp_path / "experiment.toml").read_text().replace("light_objectives:pbt_toy", "objective.py:objective")
+    (tmp_path / "experiment.toml").write_text(text)
+    out = hpo(["run", "experiment.toml"], tmp_path, env=ENV)
+    assert out.returncode == 0, out.output  # each member is given up after 3 failed segments
+    rows = segments(tmp_path / "results.h5")
+    assert len(rows) == 6 and all(r["status"] == "failed" for r in rows.values())
+    assert all("CheckpointNotSaved" in r["error"] and "trial.checkpoint_dir" in r["error"] for r in rows.values())
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("population = 1", "phase[1].population: must be an integer >= 2"),
+    ("quantile = 0.75", "phase[1].quantile: must be a number in (0, 0.5] (the fraction that copies the best) "
+                        "(got 0.75)"),
+    ("quantile = 0", "phase[1].quantile: must be a number in (0, 0.5]"),
+    ("interval = 30", "phase[1].interval: must be <= epochs (got interval = 30, epochs = 12)"),
+    ('mode = "lockstep"', "phase[1].mode: must be one of async, sync (got 'lockstep')"),
+    ("perturb = [0.8, -1]", "phase[1].perturb: must be a list of numbers > 0"),
+])
+def test_bad_pbt_options_exit_2_on_every_rank_with_one_line(tmp_path, extra, message):
+    body = pbt_experiment().replace("population = 4\n", "").replace("interval = 2\n", "")
+    lines = [line for line in extra.splitlines()]
+    body = body.replace('strategy = "pbt"', 'strategy = "pbt"\n        ' + "\n        ".join(
+        lines + (["interval = 2"] if "interval" not in extra else [])))
+    write_experiment(tmp_path, body)
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=3, env=ENV, timeout=60)
+    assert out.returncode == 2, out.output
+    errors = [line for line in out.output.splitlines() if line.startswith("hpc_hpo: error:")]
+    assert errors and all(message in line for line in errors), out.output
+    assert not (tmp_path / "results.h5").exists()
+
+
+def test_the_stored_population_and_the_report(tmp_path):
+    """population left out: one member per worker; the report has its pbt page and says what checkpoints took."""
+    write_experiment(tmp_path, pbt_experiment().replace("population = 4\n", ""))
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=4, env=ENV)
+    assert out.returncode == 0, out.output
+    results = read_results(tmp_path / "results.h5")
+    assert "population = 3" in results.attrs["config"]
+    assert sorted({r["member"] for r in results.records()}) == [0, 1, 2]
+    report = hpo(["report", "results.h5", "--out", "report"], tmp_path)
+    assert report.returncode == 0, report.output
+    assert (tmp_path / "report" / "pbt.png").stat().st_size > 10_000
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "pbt.png" in html and "checkpoints" in html
+    summary = json.loads(hpo(["status", "results.h5", "--json"], tmp_path).stdout)
+    assert summary["pbt"]["members"] == 3 and summary["pbt"]["checkpoints_mb"] > 0
