@@ -179,3 +179,92 @@ def test_asha_stops_keras_training_through_the_epoch_callback(tmp_path):
         assert reported == list(range(row["epochs"]))
         assert row["epochs"] in ((1, 3) if row["status"] == "pruned" else (9,)), row
     assert all(r["metric_gpus_seen"] == 0 for r in done)  # a real trial process ran, and returned its metrics
+
+
+def test_pbt_segments_of_the_digits_mlp_go_on_from_their_parents_weights_and_optimizer_state(tmp_path):
+    """Real Keras under PBT: each segment restores its parent's weights and Adam state, so its first epoch's loss
+    continues from where the parent ended instead of jumping back to an untrained model's."""
+    write_experiment(tmp_path, """
+        [experiment]
+        objective = "hpc_hpo.examples.digits_mlp:objective"
+        direction = "maximize"
+        results = "digits.h5"
+        seed = 2
+        [space]
+        learning_rate = { type = "float", low = 5e-3, high = 3e-2, log = true }
+        dropout       = { type = "float", low = 0.0, high = 0.3 }
+        units         = { type = "fixed", value = 32 }
+        batch_size    = { type = "fixed", value = 64 }
+        activation    = { type = "fixed", value = "relu" }
+        epochs        = { type = "fixed", value = 6 }
+        [[phase]]
+        strategy = "pbt"
+        population = 2
+        interval = 2
+        epochs = 6
+        quantile = 0.5
+        [workers]
+        executor = "process"
+    """)
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=3, timeout=400)
+    assert out.returncode == 0, out.output
+    results = read_results(tmp_path / "digits.h5")
+    rows = {r["trial_id"]: r for r in results.records()}
+    assert len(rows) == 6 and all(r["status"] == "done" for r in rows.values())
+    losses = {}
+    for row in results.epochs[results.epochs["name"] == b"loss"]:
+        losses.setdefault(int(row["trial_id"]), {})[int(row["epoch"])] = float(row["value"])
+    first_epoch_loss = np.mean([losses[t][0] for t, r in rows.items() if r["parent"] < 0])
+    for trial_id, r in rows.items():
+        assert sorted(losses[trial_id]) == list(range(r["start_epoch"], r["end_epoch"]))  # Keras counts on
+        if r["parent"] < 0:
+            continue
+        parent_last = losses[r["parent"]][rows[r["parent"]]["end_epoch"] - 1]
+        continued = losses[trial_id][r["start_epoch"]]
+        # Restored: near where the parent ended (a fresh model's first epoch is far above it), below its start.
+        assert continued < parent_last * 1.25 and continued < 0.9 * first_epoch_loss, (continued, parent_last,
+                                                                                        first_epoch_loss)
+    for r in rows.values():  # weights and optimizer state: two files per checkpoint
+        assert r["checkpoint_mb"] > 0.01
+
+
+RESTORE_SCRIPT = """
+import numpy as np, tempfile
+from types import SimpleNamespace
+from hpc_hpo import CheckpointError, tf as hpo_tf
+keras = hpo_tf.keras()
+rng = np.random.default_rng(0)
+X = rng.normal(size=(256, 8)).astype("float32"); y = (X @ rng.normal(size=8) > 0).astype("int32")
+def model(lr, units=16):
+    m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(units, activation="relu"),
+                          keras.layers.Dense(2, activation="softmax")])
+    m.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+    return m
+saved = tempfile.mkdtemp()
+first = SimpleNamespace(checkpoint_dir=saved, restore_from=None, member=0, start_epoch=0)
+a = model(0.01)
+assert hpo_tf.restore_checkpoint(first, a) is False
+a.fit(X, y, epochs=3, batch_size=32, verbose=0, callbacks=[hpo_tf.checkpoint_callback(first)])
+after = a.evaluate(X, y, verbose=0)
+moments = [v.numpy() for v in a.optimizer.variables if "momentum" in v.path]
+second = SimpleNamespace(checkpoint_dir=tempfile.mkdtemp(), restore_from=saved, member=0, start_epoch=3)
+b = model(0.002)
+assert hpo_tf.restore_checkpoint(second, b) is True
+assert abs(b.evaluate(X, y, verbose=0) - after) < 1e-6
+assert int(b.optimizer.iterations) == int(a.optimizer.iterations) == 24
+restored = [v.numpy() for v in b.optimizer.variables if "momentum" in v.path]
+assert moments and all(np.allclose(m, r) for m, r in zip(moments, restored))
+assert abs(float(b.optimizer.learning_rate) - 0.002) < 1e-9, "the explored learning rate must stay"
+try:
+    hpo_tf.restore_checkpoint(second, model(0.01, units=32))
+except CheckpointError as exc:
+    assert str(exc).startswith(f"cannot restore {saved} (member 0, epoch 3):"), exc
+else:
+    raise AssertionError("a checkpoint of another shape restored")
+print("restored ok")
+"""
+
+
+def test_restore_checkpoint_brings_back_weights_and_adam_state_but_keeps_the_new_learning_rate(tmp_path):
+    out = run_command([sys.executable, "-c", RESTORE_SCRIPT], tmp_path, timeout=120)
+    assert out.returncode == 0 and "restored ok" in out.output, out.output
