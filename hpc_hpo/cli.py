@@ -292,6 +292,18 @@ def _run(args: argparse.Namespace) -> int:
     return ended.code
 
 
+def _phase_plan(phase) -> str:
+    """``random 20``; ``pbt: 8 members x 10 segments of 4 epochs`` (a member per worker when not given)."""
+    if phase.strategy != "pbt":
+        return f"{phase.label} {phase.trials}"
+    o = phase.options
+    members = f"{o['population']} members" if o["population"] else "one member per worker"
+    segments = -(-o["epochs"] // o["interval"])
+    total = f" = {phase.trials} segments" if phase.trials else ""
+    return (f"{phase.label}: {members} x {segments} segments of {o['interval']} epoch{'s' if o['interval'] > 1 else ''}"
+            f"{total}, {o['mode']}, explore by {o['explore']}")
+
+
 def _check(args: argparse.Namespace) -> int:
     from .config import load_config, to_toml
     from .trials.objective import load_objective
@@ -300,8 +312,9 @@ def _check(args: argparse.Namespace) -> int:
     if not args.no_import:
         load_objective(config.experiment.objective, config.base_dir)
     sys.stdout.write(to_toml(config))
-    phases = ", ".join(f"{p.label} {p.trials}" for p in config.phases)
-    print(f"# ok: {config.budget} trials ({phases}){_stopping_plan(config)}", file=sys.stderr)
+    phases = ", ".join(_phase_plan(p) for p in config.phases)
+    budget = f"{config.budget} trials" if all(p.trials for p in config.phases) else "trials"
+    print(f"# ok: {budget} ({phases}){_stopping_plan(config)}", file=sys.stderr)
     return EXIT_OK
 
 

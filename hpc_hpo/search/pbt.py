@@ -5,10 +5,10 @@ A population of ``population`` members trains in *segments* of ``interval`` epoc
 id; none for a member's first) and trains epochs ``start_epoch .. end_epoch - 1``. When a member's segment ends
 (``mode = "async"``, the default), the member is ranked among the population:
 
-- once at least ``ceil(1 / quantile)`` members (or all that are left) have a score, it is compared with every
-  member that finished a segment, each at its latest segment end <= this member's
-  epoch (a member ahead as it was then, one behind as it is now: being beaten by a less trained member is a sure
-  sign; members that finish first are thus still ranked, against the others' previous interval);
+- it is compared with the members that got at least as far, each as it was at this member's epoch (its score at
+  its latest segment end <= that epoch); members behind are left out (less trained, they would look worse and
+  hold the bottom while they lag); with fewer than ``ceil(1 / quantile)`` members to compare (or all that are
+  left), it goes on as it is: the first to reach an epoch is ranked at the next one;
 - with n members ranked, the best ``k = min(ceil(n * quantile), n // 2)`` are the top, the worst k the bottom;
   a bottom member whose score ties with a top member's is not exploited (copying an equal gains nothing);
 - a bottom member *exploits*: it continues from the latest checkpoint of a top member chosen at random among those
@@ -352,8 +352,10 @@ class Population:
         return Segment(member.index, params, parent, start, end, explore_from)
 
     def _score_for_ranking(self, member: _Member, epoch: int) -> float | None:
-        """``member``'s score at ``epoch`` or before (its latest there: a member ahead is compared as it was at
-        ``epoch``, one behind as it is now), or None before its first segment ended."""
+        """``member``'s score as it was at ``epoch`` (its latest at or before it), or None if it has not got that
+        far: a member behind would look worse only for being less trained, and hold the bottom while it lags."""
+        if not member.scores or member.scores[-1][0] < epoch:
+            return None
         at_or_before = [s for e, s in member.scores if e <= epoch]
         return at_or_before[-1] if at_or_before else None
 
