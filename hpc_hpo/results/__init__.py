@@ -1,6 +1,6 @@
 """The HDF5 results file: one per experiment, written by the master only, readable by anyone during the run.
 
-Layout (``FORMAT_VERSION`` 4; every string is fixed-length UTF-8 bytes, because HDF5's
+Layout (``FORMAT_VERSION`` 5; every string is fixed-length UTF-8 bytes, because HDF5's
 single-writer/multiple-reader mode (SWMR) does not support variable-length data):
 
     /trials         compound, one row per finished trial, appended in order of completion

@@ -8,6 +8,7 @@ and reports the trial whose checkpoint it restored as the metric ``restored``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -204,3 +205,31 @@ def test_the_stored_population_and_the_report(tmp_path):
     assert "pbt.png" in html and "checkpoints" in html
     summary = json.loads(hpo(["status", "results.h5", "--json"], tmp_path).stdout)
     assert summary["pbt"]["members"] == 3 and summary["pbt"]["checkpoints_mb"] > 0
+
+
+def test_pb2_chooses_the_explored_values_on_the_worker(tmp_path):
+    write_experiment(tmp_path, pbt_experiment(epochs=16, extra='explore = "pb2"'))
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=5, env=ENV)
+    assert out.returncode == 0, out.output
+    rows = segments(tmp_path / "results.h5")
+    check_lineage(rows, 16, 4)
+    exploits = [r for r in rows.values() if r["parent"] >= 0 and rows[r["parent"]]["member"] != r["member"]]
+    assert exploits
+    for r in exploits:  # chosen by the worker (its time recorded), inside the bounds
+        assert r["suggest_seconds"] >= 0 and 0.001 <= r["param_lr"] <= 1.0
+    others = [r for r in rows.values() if r not in exploits]
+    assert all(math.isnan(r["suggest_seconds"]) for r in others)
+
+
+def test_optimize_runs_a_pbt_phase_from_python(tmp_path, monkeypatch):
+    import hpc_hpo
+    from light_objectives import pbt_toy
+
+    monkeypatch.chdir(tmp_path)
+    best = hpc_hpo.optimize(pbt_toy, space={"lr": {"type": "float", "low": 0.01, "high": 0.5, "log": True}},
+                            phases=[{"strategy": "pbt", "population": 3, "interval": 2, "epochs": 6}],
+                            results=str(tmp_path / "api.h5"), seed=1, quiet=True)
+    rows = segments(tmp_path / "api.h5")
+    assert best.value == min(r["value"] for r in rows.values() if r["status"] == "done")
+    assert rows[best.trial_id]["param_lr"] == best.params["lr"]
+    check_lineage(rows, 6, 3)
