@@ -223,6 +223,7 @@ def test_pb2_chooses_the_explored_values_on_the_worker(tmp_path):
 
 def test_optimize_runs_a_pbt_phase_from_python(tmp_path, monkeypatch):
     import hpc_hpo
+
     from light_objectives import pbt_toy
 
     monkeypatch.chdir(tmp_path)
