@@ -34,6 +34,7 @@ Nothing here waits, reads files or knows MPI: the scheduler feeds it results and
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -48,6 +49,8 @@ EXPLORERS = ("perturb", "pb2")
 MAX_FAILURES = 3
 #: Checkpoints kept per member besides the best and those still to be restored.
 KEEP_PER_MEMBER = 2
+#: PB2 learns from the latest this many finished segments (what a PB2 task carries to its worker).
+PB2_WINDOW = 200
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ class Population:
         self.exploits = 0
         self.notes: list[str] = []  # what a user should read in the log (a fresh start)
         self._best: _Checkpoint | None = None
-        self._history: list[tuple[int, dict, float]] = []  # PB2: (end epoch, values, score change)
+        self._history: deque[tuple[int, dict, float]] = deque(maxlen=PB2_WINDOW)  # PB2: (end epoch, values, change)
         self._restoring: dict[int, int] = {}  # running trial -> the checkpoint it restored
         self._ends: dict[int, int] = {}  # running trial -> its end epoch
 

@@ -242,3 +242,25 @@ def test_restore_from_rows_rebuilds_members_and_decides_anew():
     waiting = resumed.next_segment()
     assert waiting is not None and waiting.start_epoch == 2 and waiting.member != running.member
     assert running.parent in resumed.keep()
+
+
+def test_pb2_chooses_where_the_score_improved_most_at_this_point_of_training():
+    from hpc_hpo.search.gp.pb2 import pb2_choose
+
+    space = parse_space({"lr": {"type": "float", "low": 0.0, "high": 1.0},
+                         "act": {"type": "categorical", "choices": ["relu", "tanh"]}})
+    rng = np.random.default_rng(0)
+    history = []
+    for _ in range(120):  # the best lr falls from 0.8 at epoch 0 to 0.2 at epoch 20
+        t, lr = int(rng.integers(1, 21)), float(rng.random())
+        history.append((t, {"lr": lr, "act": "relu"}, -((lr - (0.8 - 0.03 * t)) ** 2)))
+    late = pb2_choose(space, {"lr": 0.9, "act": "tanh"}, 20, history, [], minimize=False, rng=rng)
+    early = pb2_choose(space, {"lr": 0.1, "act": "tanh"}, 1, history, [], minimize=False, rng=rng)
+    assert abs(late["lr"] - 0.2) < 0.15 and abs(early["lr"] - 0.77) < 0.15, (late, early)
+    assert late["act"] == "tanh"  # categoricals keep the copied value
+    # Minimizing a loss: the change is negated, so the same history read as losses points the other way.
+    worst = pb2_choose(space, {"lr": 0.5, "act": "relu"}, 20, history, [], minimize=True, rng=rng)
+    assert abs(worst["lr"] - 0.2) > 0.3
+    # Too little to learn from: anywhere in the bounds.
+    few = pb2_choose(space, {"lr": 0.5, "act": "relu"}, 3, history[:2], [], minimize=False, rng=rng)
+    assert 0.0 <= few["lr"] <= 1.0

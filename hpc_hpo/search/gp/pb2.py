@@ -6,7 +6,7 @@ segments; the new values maximise the upper confidence bound at the current epoc
 running now are fantasised at the model's mean (a "kriging believer"), so members that explore at the same time
 spread out. Only float and int parameters are chosen this way; categoricals and fixed ones keep the copied value.
 Time enters as one more input of the kernel (the paper uses a time-varying kernel; its forgetting is approximated
-by keeping the latest ``WINDOW`` segments).
+by keeping the latest ``PB2_WINDOW`` segments).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..pbt import PB2_WINDOW
 from ..space import Space
 from .model import GaussianProcess
-
-#: Segments the model learns from: the most recent ones.
-WINDOW = 200
 #: Candidates scored per choice, and the exploration weight of the upper confidence bound.
 CANDIDATES = 2048
 KAPPA = 2.0
@@ -32,7 +30,7 @@ def pb2_choose(space: Space, base: Mapping[str, Any], epoch: int, history: Seque
     score change over the segment) of finished segments; ``pending``: values of members running now."""
     tuned = [p for p in space.searchable if p.type in ("float", "int")]
     chosen = dict(base)
-    history = list(history)[-WINDOW:]
+    history = list(history)[-PB2_WINDOW:]
     if len(history) < 3:  # nothing to learn from yet: anywhere in the bounds
         for p in tuned:
             chosen[p.name] = p.from_unit(rng.random(1))[0]
