@@ -5,15 +5,16 @@ A population of ``population`` members trains in *segments* of ``interval`` epoc
 id; none for a member's first) and trains epochs ``start_epoch .. end_epoch - 1``. When a member's segment ends
 (``mode = "async"``, the default), the member is ranked among the population:
 
-- it is compared with the members that got at least as far, each as it was at this member's epoch (its score at
-  its latest segment end <= that epoch); members behind are left out (less trained, they would look worse and
-  hold the bottom while they lag); with fewer than ``ceil(1 / quantile)`` members to compare (or all that are
-  left), it goes on as it is: the first to reach an epoch is ranked at the next one;
+- it is compared with the members at most one interval behind it, each as it was at this member's epoch (its
+  score at its latest segment end <= that epoch: a member ahead as it was then, one just behind as it is now, so
+  the first to reach an epoch is still ranked); members further behind are left out (a lagging member would
+  hold the bottom for as long as it lags); with fewer than ``ceil(1 / quantile)`` members to compare (or all
+  that are left), it goes on as it is;
 - with n members ranked, the best ``k = min(ceil(n * quantile), n // 2)`` are the top, the worst k the bottom;
   a bottom member whose score ties with a top member's is not exploited (copying an equal gains nothing);
 - a bottom member *exploits*: it continues from the latest checkpoint of a top member chosen at random among those
-  at least as far as itself and not finished (and so from that member's epoch: a member may jump ahead, never
-  back; with no such member it goes on as it is), and *explores* from that member's values: each
+  not finished (and so from that member's epoch: a member may jump ahead, or back by at most one interval, to a
+  better state), and *explores* from that member's values: each
   parameter is resampled from the space with ``resample_probability``, or else multiplied by one of ``perturb``
   (:func:`perturb_value`); with ``explore = "pb2"`` the worker that runs the segment chooses the values with a
   GP bandit instead (:mod:`hpc_hpo.search.gp.pb2`), from :attr:`Segment.explore`;
@@ -355,9 +356,9 @@ class Population:
         return Segment(member.index, params, parent, start, end, explore_from)
 
     def _score_for_ranking(self, member: _Member, epoch: int) -> float | None:
-        """``member``'s score as it was at ``epoch`` (its latest at or before it), or None if it has not got that
-        far: a member behind would look worse only for being less trained, and hold the bottom while it lags."""
-        if not member.scores or member.scores[-1][0] < epoch:
+        """``member``'s score as it was at ``epoch`` (its latest at or before it), or None if it is more than one
+        interval behind: a member that lags further would hold the bottom for as long as it lags."""
+        if not member.scores or member.scores[-1][0] < epoch - self.settings.interval:
             return None
         at_or_before = [s for e, s in member.scores if e <= epoch]
         return at_or_before[-1] if at_or_before else None
@@ -376,7 +377,7 @@ class Population:
         enough = min(alive, math.ceil(1 / self.settings.quantile))  # a quantile of fewer would be one member's luck
         top, bottom = split(scores, self.settings.quantile, self.minimize) if len(scores) >= max(2, enough) else ([], [])
         donors = [self.members[i] for i in top if i != member.index and self.members[i].checkpoints
-                  and epoch <= self.members[i].epoch < self.settings.epochs]
+                  and self.members[i].epoch < self.settings.epochs]
         if member.index in bottom and donors:
             donor = donors[int(self.rng.integers(len(donors)))]
             source = donor.checkpoints[-1]
