@@ -256,7 +256,7 @@ class Worker:
         if task.segment:  # PB2: the values the member trains with from here, from the population's progress
             from ..search.gp.pb2 import pb2_choose
 
-            params = pb2_choose(self.config.space, task.params, task.segment[2], observations, pending,
+            params = pb2_choose(self.config.space, task.params, task.segment[3], observations, pending,
                                 self.config.experiment.minimize, self._suggester_rng())
         else:
             self._suggester.update(observations)

@@ -5,11 +5,11 @@ A population of ``population`` members trains in *segments* of ``interval`` epoc
 id; none for a member's first) and trains epochs ``start_epoch .. end_epoch - 1``. When a member's segment ends
 (``mode = "async"``, the default), the member is ranked among the population:
 
-- it is compared with the members at most one interval behind it, each as it was at this member's epoch (its
-  score at its latest segment end <= that epoch: a member ahead as it was then, one just behind as it is now, so
-  the first to reach an epoch is still ranked); members further behind are left out (a lagging member would
-  hold the bottom for as long as it lags); with fewer than ``ceil(1 / quantile)`` members to compare (or all
-  that are left), it goes on as it is;
+- it is compared with the members at most one interval behind it, each at this member's epoch: a member that
+  got there as it was then (its score at its latest segment end <= that epoch), one just behind projected there
+  along the line through its last two scores (as it is, with one score), so that the first member to reach an
+  epoch is ranked fairly, not against less trained members; members further behind are left out (a lagging
+  member would hold the bottom for as long as it lags); with fewer than 2 members to compare it goes on;
 - with n members ranked, the best ``k = min(ceil(n * quantile), n // 2)`` are the top, the worst k the bottom;
   a bottom member whose score ties with a top member's is not exploited (copying an equal gains nothing);
 - a bottom member *exploits*: it continues from the latest checkpoint of a top member chosen at random among those
@@ -356,12 +356,21 @@ class Population:
         return Segment(member.index, params, parent, start, end, explore_from)
 
     def _score_for_ranking(self, member: _Member, epoch: int) -> float | None:
-        """``member``'s score as it was at ``epoch`` (its latest at or before it), or None if it is more than one
-        interval behind: a member that lags further would hold the bottom for as long as it lags."""
+        """``member``'s score at ``epoch``: as it was then for a member that got there; projected to ``epoch`` along
+        the line through its last two scores for one at most an interval behind (its first score as it is); None
+        for one further behind (it would hold the bottom for as long as it lags)."""
         if not member.scores or member.scores[-1][0] < epoch - self.settings.interval:
             return None
-        at_or_before = [s for e, s in member.scores if e <= epoch]
-        return at_or_before[-1] if at_or_before else None
+        at_or_before = [(e, s) for e, s in member.scores if e <= epoch]
+        if not at_or_before:
+            return None
+        end, score = at_or_before[-1]
+        if end < epoch and len(at_or_before) >= 2 and at_or_before[-2][0] < end:  # behind: where it is heading
+            end0, score0 = at_or_before[-2]
+            projected = score + (score - score0) * (epoch - end) / (end - end0)
+            if math.isfinite(projected):
+                return projected
+        return score
 
     def _decide(self, member: _Member) -> None:
         """The next segment of ``member``, whose last segment just ended: exploit and explore, or go on."""
@@ -373,9 +382,7 @@ class Population:
             score = self._score_for_ranking(m, epoch)
             if score is not None:
                 scores[m.index] = score
-        alive = sum(1 for m in self.members if not m.gave_up)
-        enough = min(alive, math.ceil(1 / self.settings.quantile))  # a quantile of fewer would be one member's luck
-        top, bottom = split(scores, self.settings.quantile, self.minimize) if len(scores) >= max(2, enough) else ([], [])
+        top, bottom = split(scores, self.settings.quantile, self.minimize) if len(scores) >= 2 else ([], [])
         donors = [self.members[i] for i in top if i != member.index and self.members[i].checkpoints
                   and self.members[i].epoch < self.settings.epochs]
         if member.index in bottom and donors:

@@ -112,9 +112,9 @@ X_SPACE = parse_space({"x": {"type": "float", "low": 0.0, "high": 1.0}})
 
 def test_the_bottom_member_copies_a_top_member_starts_at_its_epoch_and_explores_from_its_values():
     population = Population(X_SPACE, settings(resample_probability=0.0), minimize=True, rng=np.random.default_rng(0))
-    first = generation(population, 0, {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.9})
+    first = generation(population, 0, {0: 0.1, 1: 0.1, 2: 0.1, 3: 0.9})
     assert all(s.parent == -1 and s.start_epoch == 0 and s.end_epoch == 2 for s in first.values())
-    # Ranked once all 4 had a score (ceil(1 / 0.25)); members 0-2 finished before and went on.
+    # Members 1 and 2 tie with the top (member 0, first of the tie): they go on. Member 3 is the bottom quarter.
     second = generation(population, 4, {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.05})
     assert second[3].parent == 0 and second[3].start_epoch == 2
     assert second[3].params["x"] in (pytest.approx(first[0].params["x"] * 0.8),
@@ -126,7 +126,7 @@ def test_the_bottom_member_copies_a_top_member_starts_at_its_epoch_and_explores_
 
 def test_maximize_exploits_the_lowest_score():
     population = Population(X_SPACE, settings(), minimize=False, rng=np.random.default_rng(0))
-    generation(population, 0, {0: 0.9, 1: 0.2, 2: 0.3, 3: 0.1})
+    generation(population, 0, {0: 0.9, 1: 0.9, 2: 0.9, 3: 0.1})
     second = generation(population, 4, {m: 0.5 for m in range(4)})
     assert second[3].parent == 0 and all(second[m].parent == m for m in (0, 1, 2))
 
@@ -266,3 +266,31 @@ def test_pb2_chooses_where_the_score_improved_most_at_this_point_of_training():
     # Too little to learn from: anywhere in the bounds.
     few = pb2_choose(space, {"lr": 0.5, "act": "relu"}, 3, history[:2], [], minimize=False, rng=rng)
     assert 0.0 <= few["lr"] <= 1.0
+
+
+def test_a_member_just_behind_is_ranked_where_its_last_two_scores_point():
+    population = Population(X_SPACE, settings(population=2, epochs=10, quantile=0.5), True, np.random.default_rng(0))
+    ids = iter(range(100))
+
+    def start(member: int) -> tuple[int, object]:
+        segment = population.next_segment()
+        assert segment.member == member
+        trial_id = next(ids)
+        population.start(segment, trial_id)
+        return trial_id, segment
+
+    def finish(started, score):
+        trial_id, s = started
+        population.finish(Finished(trial_id, s.member, s.parent, s.start_epoch, s.end_epoch, s.params, score))
+
+    a, b = start(0), start(1)
+    finish(a, 0.6), finish(b, 0.5)  # epoch 2
+    a, b = start(0), start(1)
+    finish(b, 0.3), finish(a, 0.25)  # epoch 4: member 0 is ahead of member 1 (0.25 < 0.3): both go on
+    assert population.exploits == 0
+    a, b = start(0), start(1)
+    # Member 0 reaches epoch 6 first with 0.2; member 1, still at 4, heads for 0.1 there (0.5 -> 0.3 -> 0.1):
+    # member 0 is the bottom and copies member 1's checkpoint of epoch 4, one interval back.
+    finish(a, 0.2)
+    nxt = population.members[0].next
+    assert population.exploits == 1 and nxt.parent == 3 and nxt.start_epoch == 4

@@ -2,7 +2,7 @@
 
 Instead of perturbing the copied values at random, a Gaussian process models how much the score changed over a
 segment as a function of (when the segment ended, the values it trained with), from the population's finished
-segments; the new values maximise the upper confidence bound at the current epoch. Values of other members
+segments; the new values maximise the upper confidence bound where the coming segment ends. Values of other members
 running now are fantasised at the model's mean (a "kriging believer"), so members that explore at the same time
 spread out. Only float and int parameters are chosen this way; categoricals and fixed ones keep the copied value.
 Time enters as one more input of the kernel (the paper uses a time-varying kernel; its forgetting is approximated
@@ -19,6 +19,7 @@ import numpy as np
 from ..pbt import PB2_WINDOW
 from ..space import Space
 from .model import GaussianProcess
+
 #: Candidates scored per choice, and the exploration weight of the upper confidence bound.
 CANDIDATES = 2048
 KAPPA = 2.0
@@ -26,8 +27,8 @@ KAPPA = 2.0
 
 def pb2_choose(space: Space, base: Mapping[str, Any], epoch: int, history: Sequence[tuple[int, Mapping, float]],
                pending: Sequence[Mapping[str, Any]], minimize: bool, rng: np.random.Generator) -> dict[str, Any]:
-    """New values for a member that copied ``base`` and restarts at ``epoch``; ``history``: (end epoch, values,
-    score change over the segment) of finished segments; ``pending``: values of members running now."""
+    """New values for a member that copied ``base``, for its segment that ends at ``epoch``; ``history``: (end epoch,
+    values, score change over the segment) of finished segments; ``pending``: values of members running now."""
     tuned = [p for p in space.searchable if p.type in ("float", "int")]
     chosen = dict(base)
     history = list(history)[-PB2_WINDOW:]
