@@ -4,8 +4,10 @@
 through the ``send`` it is given, so it serves both the MPI loop in :func:`run_worker` and
 the one-process run, where :class:`hpc_hpo.run.comm.LocalComm` hands it messages directly.
 The Gaussian-process code is imported during set-up when the experiment has a phase whose
-points are chosen on the workers (all workers import it at once, before the first trial,
-rather than one after another on their first Bayesian task), and never otherwise.
+points are chosen on the workers, or a pbt phase that explores with PB2 (all workers import it at
+once, before the first trial, rather than one after another on their first such task), and never
+otherwise. A pbt segment (``Task.segment``) gets its checkpoint directories in the trial context;
+the worker checks the one it restores before the objective runs and the one it saves after.
 
 At set-up the worker applies its device binding (GPUs, threads) to its environment before
 anything can import TensorFlow, then starts its executor. A rank that is a non-leading
@@ -123,6 +125,8 @@ class Worker:
             error = f"{exc} on rank {self.rank} ({self.host})"
         if not error and any(STRATEGIES[phase.strategy].suggests_on_worker for phase in self.config.phases):
             self._suggester = self._make_suggester()
+        if not error and any(phase.options.get("explore") == "pb2" for phase in self.config.phases):
+            from ..search.gp import pb2  # noqa: F401 - imported now, not in a member's first PB2 step
         return Hello(self.rank, self.host, os.getpid(), error=error)
 
     def stop(self, message: Stop) -> None:

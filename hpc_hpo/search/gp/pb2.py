@@ -20,9 +20,11 @@ from ..pbt import PB2_WINDOW
 from ..space import Space
 from .model import GaussianProcess
 
-#: Candidates scored per choice, and the exploration weight of the upper confidence bound.
+#: Candidates scored per choice, and the exploration weight of the upper confidence bound (1.0: in a simulation of
+#: the PBT toy over 30 seeds, median final loss 0.0527 with 8 members and 0.0575 with 4, against 0.0535 and 0.0580
+#: with 2.0; random perturbation gave 0.0541 and 0.0614).
 CANDIDATES = 2048
-KAPPA = 2.0
+KAPPA = 1.0
 
 
 def pb2_choose(space: Space, base: Mapping[str, Any], epoch: int, history: Sequence[tuple[int, Mapping, float]],
