@@ -58,7 +58,8 @@ def pbt_toy(params: dict, trial) -> float:
     """A training run of the PBT toy: its state (the loss) is kept in ``state.json`` in the checkpoint directory.
 
     In a pbt segment it trains epochs ``trial.start_epoch .. trial.end_epoch - 1`` from ``trial.restore_from``;
-    outside pbt it trains ``params["epochs"]`` from the start. ``delay``: seconds per epoch. Returns the loss, and
+    outside pbt it trains ``params["epochs"]`` from the start. ``delay``: seconds per epoch (``slow_delay`` for member
+    ``slow_member``). Returns the loss, and
     (metric ``restored``) the trial whose checkpoint it restored (-1: none), as that checkpoint says."""
     import json
     import os
@@ -70,8 +71,9 @@ def pbt_toy(params: dict, trial) -> float:
         loss, epoch, restored = state["loss"], state["epoch"], state["trial"]
         assert epoch == trial.start_epoch, f"restored epoch {epoch}, but the segment starts at {trial.start_epoch}"
     end = trial.end_epoch if trial.end_epoch is not None else params["epochs"]
+    slow = trial.member is not None and trial.member == params.get("slow_member", -1)
     for epoch in range(trial.start_epoch, end):
-        time.sleep(params.get("delay", 0.0))
+        time.sleep(params.get("slow_delay", 0.0) if slow else params.get("delay", 0.0))
         loss = toy_step(loss, params["lr"])
         trial.report(epoch, {"loss": loss})
     if trial.checkpoint_dir is not None:

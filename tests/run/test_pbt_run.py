@@ -234,3 +234,19 @@ def test_optimize_runs_a_pbt_phase_from_python(tmp_path, monkeypatch):
     assert best.value == min(r["value"] for r in rows.values() if r["status"] == "done")
     assert rows[best.trial_id]["param_lr"] == best.params["lr"]
     check_lineage(rows, 6, 3)
+
+
+def test_async_members_never_wait_for_a_slow_one(tmp_path):
+    """Member 0 trains 15 times slower; in async mode the others go on, and it goes on from its own checkpoints."""
+    lr = '{ type = "float", low = 0.001, high = 1.0, log = true }\n        slow_member = { type = "fixed", value = 0 }' \
+         '\n        slow_delay = { type = "fixed", value = 0.15 }'
+    write_experiment(tmp_path, pbt_experiment(epochs=12, delay=0.01, lr=lr))
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=5, env=ENV)
+    assert out.returncode == 0, out.output
+    rows = segments(tmp_path / "results.h5")
+    check_lineage(rows, 12, 4)
+    slow = sorted((r for r in rows.values() if r["member"] == 0), key=lambda r: r["t_end"])
+    others = [r for r in rows.values() if r["member"] != 0]
+    # While member 0 trained its first segment (0.3 s), the others trained several each.
+    assert sum(r["t_end"] <= slow[0]["t_end"] for r in others) >= 6
+    assert max(r["t_end"] for r in others) < slow[-1]["t_end"]
