@@ -227,16 +227,17 @@ def toy_table(rows: dict[str, list[dict]], delay: float) -> str:
              "", "Wall: the search from its start to its end (Ray: after ray.init). Overhead per segment: the time "
              f"a worker slot spends on a segment besides its {INTERVAL} epochs of sleep, i.e. (wall x {WORKERS} - "
              "epochs x delay) / segments.", "",
-             "| method | median final loss | worst | best | wall s (median) | overhead ms per segment | exploits |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | median final loss | worst | best | epochs (median) | wall s (median) | overhead ms per segment "
+             "| exploits |", "|---|---|---|---|---|---|---|---|"]
     for method, runs in rows.items():
         scores = [r["score"] for r in runs if r["score"] is not None]
         walls = [r["wall"] for r in runs]
         overhead = [1e3 * (r["wall"] * WORKERS - MEMBERS * EPOCHS * delay) / (MEMBERS * EPOCHS / INTERVAL)
                     for r in runs]
         exploits = statistics.median(r["exploits"] for r in runs) if "exploits" in runs[0] else float("nan")
+        epochs = statistics.median(r["epochs"]) if "epochs" in runs[0] else None
         lines.append(f"| {method} | {statistics.median(scores):.4f} | {max(scores):.4f} | {min(scores):.4f} | "
-                     f"{statistics.median(walls):.1f} | {'-' if method == 'random' else f'{statistics.median(overhead):.1f}'} | "
+                     f"{'-' if epochs is None else f'{epochs:.0f}'} | {statistics.median(walls):.1f} | {'-' if method == 'random' else f'{statistics.median(overhead):.1f}'} | "
                      f"{'-' if math.isnan(exploits) else f'{exploits:.0f}'} |")
     return "\n".join(lines)
 
