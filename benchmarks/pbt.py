@@ -235,9 +235,10 @@ def toy_table(rows: dict[str, list[dict]], delay: float) -> str:
         overhead = [1e3 * (r["wall"] * WORKERS - MEMBERS * EPOCHS * delay) / (MEMBERS * EPOCHS / INTERVAL)
                     for r in runs]
         exploits = statistics.median(r["exploits"] for r in runs) if "exploits" in runs[0] else float("nan")
-        epochs = statistics.median(r["epochs"]) if "epochs" in runs[0] else None
+        epochs = f"{statistics.median(r['epochs'] for r in runs):.0f}" if "epochs" in runs[0] else "-"
+        cost = "-" if method == "random" else f"{statistics.median(overhead):.1f}"
         lines.append(f"| {method} | {statistics.median(scores):.4f} | {max(scores):.4f} | {min(scores):.4f} | "
-                     f"{'-' if epochs is None else f'{epochs:.0f}'} | {statistics.median(walls):.1f} | {'-' if method == 'random' else f'{statistics.median(overhead):.1f}'} | "
+                     f"{epochs} | {statistics.median(walls):.1f} | {cost} | "
                      f"{'-' if math.isnan(exploits) else f'{exploits:.0f}'} |")
     return "\n".join(lines)
 
@@ -286,10 +287,13 @@ def digits_table(data: dict) -> str:
     lines = [f"Keras digits MLP, learning rate and dropout, {data['epochs']} epochs per member (exploit/explore every "
              f"{data['interval']}), {len(next(iter(data['rows'].values())))} seeds, 4 workers; validation accuracy "
              f"at the last epoch (higher is better)", "",
-             "| method x members | median | worst | best | wall s (median) |", "|---|---|---|---|---|"]
+             "| method x members | median | worst | best | epochs (median) | segments (median) | wall s (median) |",
+             "|---|---|---|---|---|---|---|"]
     for method, runs in data["rows"].items():
         scores = [r["score"] for r in runs]
         lines.append(f"| {method} | {statistics.median(scores):.4f} | {min(scores):.4f} | {max(scores):.4f} | "
+                     f"{statistics.median(r['epochs'] for r in runs):.0f} | "
+                     f"{statistics.median(r['segments'] for r in runs):.0f} | "
                      f"{statistics.median(r['wall'] for r in runs):.1f} |")
     return "\n".join(lines)
 
@@ -343,8 +347,9 @@ def bench_overhead() -> dict:
     space = parse_space({"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
                          "dropout": {"type": "float", "low": 0.0, "high": 0.6}})
     decisions = {}
-    for members in (8, 64, 512):
-        population = Population(space, PbtSettings(members, 1, 50), True, np.random.default_rng(0))
+    for members in (8, 64, 512, 4096):
+        population = Population(space, PbtSettings(members, 1, 50 if members <= 512 else 20), True,
+                                np.random.default_rng(0))
         rng, running, trial, spent, count = np.random.default_rng(1), [], 0, 0.0, 0
         while not population.finished:
             while (segment := population.next_segment()) is not None:
@@ -357,6 +362,7 @@ def bench_overhead() -> dict:
             population.finish(Finished(trial_id, segment.member, segment.parent, segment.start_epoch,
                                        segment.end_epoch, segment.params, score))
             population.removable()
+            population.remaining()
             spent += time.perf_counter() - t
             count += 1
         decisions[members] = {"us_per_segment": 1e6 * spent / count, "exploits": population.exploits,

@@ -34,6 +34,8 @@ Nothing here waits, reads files or knows MPI: the scheduler feeds it results and
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -161,37 +163,52 @@ def explore(space: Space, params: Mapping[str, Any], rng: np.random.Generator, r
     return new
 
 
-def split(scores: Mapping[int, float], quantile: float, minimize: bool) -> tuple[list[int], list[int]]:
-    """(top, bottom) members of ``scores`` (member -> score): the best and the worst k each, k = min(ceil(n *
-    quantile), n // 2); ties are ranked by member index, and a bottom member that ties with a top one is dropped
-    from the bottom. Non-finite scores rank last."""
-    def key(member: int) -> tuple:
-        score = scores[member]
-        if not math.isfinite(score):
-            return (1, 0.0, member)
-        return (0, score if minimize else -score, member)
+def quantile_size(n: int, quantile: float) -> int:
+    """How many of ``n`` ranked members are the top (and the bottom): ``min(ceil(n * quantile), n // 2)``."""
+    return min(math.ceil(n * quantile), n // 2)
 
-    ranked = sorted(scores, key=key)
-    n = len(ranked)
-    k = min(math.ceil(n * quantile), n // 2)
-    if k == 0:
-        return [], []
-    top, bottom = ranked[:k], ranked[n - k:]
-    top_scores = {scores[m] for m in top}
-    return top, [m for m in bottom if scores[m] not in top_scores]
+
+class _Ranking:
+    """The members' scores at one epoch, best first: those that got there as they were then, those one interval
+    behind projected there. Sorted keys make a member's rank O(log n) and a change O(log n) plus a memmove."""
+
+    def __init__(self, minimize: bool):
+        self.minimize = minimize
+        self.keys: list[tuple] = []  # (0, score as smaller-is-better, member); non-finite: (1, 0.0, member)
+        self.key_of: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def put(self, member: int, score: float) -> None:
+        self.remove(member)
+        key = (0, score if self.minimize else -score, member) if math.isfinite(score) else (1, 0.0, member)
+        bisect.insort(self.keys, key)
+        self.key_of[member] = key
+
+    def remove(self, member: int) -> None:
+        key = self.key_of.pop(member, None)
+        if key is not None:
+            del self.keys[bisect.bisect_left(self.keys, key)]
+
+    def position(self, member: int) -> int:
+        return bisect.bisect_left(self.keys, self.key_of[member])
 
 
 class Population:
-    """The members of one PBT phase and their lineage; see the module docstring."""
+    """The members of one PBT phase and their lineage; see the module docstring.
+
+    Every operation costs O(log members) plus what it hands back (an exploit walks the top quantile once), so the
+    master can run it at any population size: a member's next segment waits in a heap of ready members, the
+    segments that will restore a checkpoint are counted per checkpoint, checkpoints that may have become removable
+    are collected as events free them, and each epoch keeps its ranking sorted (:class:`_Ranking`).
+    """
 
     def __init__(self, space: Space, settings: PbtSettings, minimize: bool, rng: np.random.Generator):
         self.space, self.settings, self.minimize, self.rng = space, settings, minimize, rng
         first = space.sample(rng, settings.population)
         self.members = [_Member(i, params) for i, params in enumerate(first)]
-        for member in self.members:
-            member.next = self._segment(member, member.params, -1, 0)
         self.bad: set[int] = set()  # checkpoints found unusable
-        self.deleted: set[int] = set()  # checkpoints removed to bound disk use
         self.started = 0  # segments handed out (re-runs after a kill not counted)
         self.exploits = 0
         self.notes: list[str] = []  # what a user should read in the log (a fresh start)
@@ -199,64 +216,88 @@ class Population:
         self._history: deque[tuple[int, dict, float]] = deque(maxlen=PB2_WINDOW)  # PB2: (end epoch, values, change)
         self._restoring: dict[int, int] = {}  # running trial -> the checkpoint it restored
         self._ends: dict[int, int] = {}  # running trial -> its end epoch
+        self._running_params: dict[int, dict] = {}  # member -> the values of its running segment (PB2's pending)
+        self._refs: dict[int, int] = {}  # checkpoint -> segments (running or decided) that will restore it
+        self._owner: dict[int, int] = {}  # checkpoint -> the member that saved it
+        self._on_disk: set[int] = set()  # checkpoints saved and not yet removed
+        self._candidates: set[int] = set()  # checkpoints an event may have freed since the last removable()
+        self._score_of: dict[int, float] = {}  # checkpoint -> the score of the segment that saved it
+        self._rankings: dict[int, _Ranking] = {}  # epoch -> scores there
+        self._ready: list[tuple[int, int, int]] = []  # heap of (start epoch, member, serial) of decided segments
+        self._serial: dict[int, int] = {}  # member -> serial of its decided segment in the heap
+        self._counter = 0
+        self._left: dict[int, int] = {}  # member -> segments it has still to start
+        self._left_total = 0
+        self._running_count = 0
+        self._pending_count = 0  # members with a decided segment
+        self._active = len(self.members)  # members neither done nor given up
+        for member in self.members:
+            self._set_next(member, self._segment(member, member.params, -1, 0))
 
     # -- what the scheduler asks ---------------------------------------------------------
 
     @property
     def finished(self) -> bool:
         """Every member trained all its epochs or was given up."""
-        return not any(m.active for m in self.members)
+        return self._active == 0
 
     def next_segment(self) -> Segment | None:
-        """The segment to run now (the least advanced member's), or None while none is ready."""
-        ready = [m for m in self.members if m.next is not None and m.running is None and m.active]
-        if not ready:
-            return None
-        member = min(ready, key=lambda m: (m.next.start_epoch, m.index))
-        return member.next
+        """The segment to run now (the least advanced member's, then the lowest member), or None while none is
+        ready."""
+        while self._ready:
+            _, index, serial = self._ready[0]
+            member = self.members[index]
+            if self._serial.get(index) == serial and member.next is not None and member.running is None:
+                return member.next
+            heapq.heappop(self._ready)
+        return None
 
     def start(self, segment: Segment, trial_id: int, again: bool = False) -> None:
         """``segment`` runs now as trial ``trial_id`` (``again``: a segment that was running when the last job
         ended, restored from the file)."""
         member = self.members[segment.member]
-        member.running, member.next = trial_id, None
+        if again:  # not a decided segment: count the checkpoint it restores
+            self._set_next(member, None)
+            if segment.parent >= 0:
+                self._refs[segment.parent] = self._refs.get(segment.parent, 0) + 1
+        elif member.next is not None:  # its decided segment starts: the checkpoint it restores stays counted
+            self._serial.pop(member.index, None)
+            member.next = None
+            self._pending_count -= 1
+        member.running = trial_id
+        self._running_count += 1
         self._restoring[trial_id] = segment.parent
         self._ends[trial_id] = segment.end_epoch
+        self._running_params[member.index] = segment.params if segment.params is not None else member.params
         if not again:
             self.started += 1
+        self._touch(member)
 
     def remaining(self) -> int:
         """Segments still to hand out (running ones not counted), if nobody jumps or fails from now on."""
-        total = 0
-        for m in self.members:
-            if not m.active:
-                continue
-            if m.next is not None:
-                total += math.ceil((self.settings.epochs - m.next.start_epoch) / self.settings.interval)
-            elif m.running is None:  # waiting for the generation (sync)
-                total += math.ceil((self.settings.epochs - m.epoch) / self.settings.interval)
-            else:
-                end = self._ends.get(m.running, min(self.settings.epochs, m.epoch + self.settings.interval))
-                total += math.ceil((self.settings.epochs - end) / self.settings.interval)
-        return total
+        return self._left_total
 
     def keep(self) -> set[int]:
         """Checkpoints that must stay: each member's last two, the best, and every one a segment will restore."""
         keep = {c.trial_id for m in self.members for c in m.checkpoints[-KEEP_PER_MEMBER:]}
         if self._best is not None:
             keep.add(self._best.trial_id)
-        keep |= {m.next.parent for m in self.members if m.next is not None}
-        keep |= set(self._restoring.values())
+        keep |= set(self._refs)
         keep.discard(-1)
         return keep
 
+    def _needed(self, trial_id: int) -> bool:
+        if self._refs.get(trial_id) or (self._best is not None and self._best.trial_id == trial_id):
+            return True
+        owner = self._owner.get(trial_id)
+        return owner is not None and any(
+            c.trial_id == trial_id for c in self.members[owner].checkpoints[-KEEP_PER_MEMBER:])
+
     def removable(self) -> list[int]:
         """Checkpoints no one needs any more, not yet removed; they count as removed from now on."""
-        keep = self.keep()
-        gone = sorted(c.trial_id for m in self.members for c in m.checkpoints if c.trial_id not in keep
-                      and c.trial_id not in self.deleted)
-        gone += sorted(t for t in self.bad if t not in keep and t not in self.deleted)
-        self.deleted.update(gone)
+        gone = sorted(t for t in self._candidates if t in self._on_disk and not self._needed(t))
+        self._candidates.clear()
+        self._on_disk.difference_update(gone)
         return gone
 
     # -- results -----------------------------------------------------------------------
@@ -266,13 +307,18 @@ class Population:
         member = self.members[result.member]
         if member.running == result.trial_id:
             member.running = None
-        self._restoring.pop(result.trial_id, None)
+            self._running_count -= 1
+            self._running_params.pop(member.index, None)
+        parent = self._restoring.pop(result.trial_id, None)
+        if parent is not None:
+            self._release(parent)
         self._ends.pop(result.trial_id, None)
         self._learn(member, result)
         if self.settings.mode == "sync":
             self._maybe_next_generation()
         elif member.active and member.next is None and member.running is None:
             self._decide(member)
+        self._touch(member)
 
     def restore(self, finished: Iterable[Finished], running: Iterable[tuple[int, Segment]]) -> None:
         """Rebuild the population from a results file: ``finished`` segments in the order they were stored, then
@@ -289,42 +335,129 @@ class Population:
             self.start(segment, trial_id, again=True)
         if self.settings.mode == "sync":
             self._maybe_next_generation()
-            return
+        else:
+            for member in self.members:
+                if member.active and member.running is None and member.next is None:
+                    self._decide(member)
         for member in self.members:
-            if member.active and member.running is None and member.next is None:
-                self._decide(member)
+            self._touch(member)
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _set_next(self, member: _Member, segment: Segment | None) -> None:
+        """Decide (or, with None, undo) ``member``'s next segment: counted, and queued for a worker."""
+        if member.next is not None:
+            self._release(member.next.parent)
+            self._serial.pop(member.index, None)
+            self._pending_count -= 1
+        member.next = segment
+        if segment is not None:
+            if segment.parent >= 0:
+                self._refs[segment.parent] = self._refs.get(segment.parent, 0) + 1
+            self._counter += 1
+            self._serial[member.index] = self._counter
+            heapq.heappush(self._ready, (segment.start_epoch, member.index, self._counter))
+            self._pending_count += 1
+        self._touch(member)
+
+    def _release(self, trial_id: int) -> None:
+        """One segment fewer will restore ``trial_id``."""
+        if trial_id < 0:
+            return
+        count = self._refs.get(trial_id, 0) - 1
+        if count > 0:
+            self._refs[trial_id] = count
+        else:
+            self._refs.pop(trial_id, None)
+            self._candidates.add(trial_id)
+
+    def _touch(self, member: _Member) -> None:
+        """Recount the segments ``member`` has still to start."""
+        s = self.settings
+        left = 0
+        if member.active:
+            if member.next is not None:
+                left = math.ceil((s.epochs - member.next.start_epoch) / s.interval)
+            elif member.running is None:  # deciding, or waiting for the generation (sync)
+                left = math.ceil((s.epochs - member.epoch) / s.interval)
+            else:
+                end = self._ends.get(member.running, min(s.epochs, member.epoch + s.interval))
+                left = math.ceil((s.epochs - end) / s.interval)
+        self._left_total += left - self._left.get(member.index, 0)
+        self._left[member.index] = left
+
+    def _rank(self, epoch: int, member: int, score: float) -> None:
+        ranking = self._rankings.get(epoch)
+        if ranking is None:
+            ranking = self._rankings[epoch] = _Ranking(self.minimize)
+        ranking.put(member, score)
+
+    def _unrank(self, member: _Member, above: int = -1) -> None:
+        """Take ``member`` out of the rankings of epochs above ``above`` (all: it was given up)."""
+        for epoch, ranking in self._rankings.items():
+            if epoch > above:
+                ranking.remove(member.index)
 
     def _learn(self, member: _Member, result: Finished) -> None:
         if result.score is None:  # failed
             member.failures += 1
-            member.next = None
+            self._set_next(member, None)
             if result.bad_checkpoint and result.parent >= 0:
-                self.bad.add(result.parent)
-                for m in self.members:
-                    m.checkpoints = [c for c in m.checkpoints if c.trial_id != result.parent]
-                    if m is not member and m.next is not None and m.next.parent == result.parent:
-                        m.next = self._back_to_last_good(m)  # it was about to copy the unusable checkpoint
+                self._forget(result.parent, member)
             if member.failures >= MAX_FAILURES:
                 member.gave_up = True
+                self._active -= 1
+                self._unrank(member)
+                self._touch(member)
                 return
             if result.bad_checkpoint:
-                member.next = self._back_to_last_good(member)
+                self._set_next(member, self._back_to_last_good(member))
             else:  # the same segment again, from the same checkpoint
-                member.next = self._segment(member, dict(result.params), result.parent, result.start_epoch)
+                self._set_next(member, self._segment(member, dict(result.params), result.parent, result.start_epoch))
             return
         member.failures = 0
         member.params = dict(result.params)
         checkpoint = _Checkpoint(result.trial_id, result.end_epoch, dict(result.params), result.score)
+        previous = member.scores[-1] if member.scores else None
+        if previous is not None and result.end_epoch <= previous[0]:  # it went back: its later places are stale
+            self._unrank(member, above=result.end_epoch)
         member.checkpoints.append(checkpoint)
         member.scores.append((result.end_epoch, result.score))
+        if len(member.checkpoints) > KEEP_PER_MEMBER:
+            self._candidates.add(member.checkpoints[-KEEP_PER_MEMBER - 1].trial_id)
+        self._owner[result.trial_id] = member.index
+        self._on_disk.add(result.trial_id)
+        self._score_of[result.trial_id] = result.score
         if self._better(checkpoint, self._best):
+            if self._best is not None:
+                self._candidates.add(self._best.trial_id)
             self._best = checkpoint
-        previous = self._score_at(result.parent, result.start_epoch)
-        if previous is not None:
-            self._history.append((result.end_epoch, dict(result.params), result.score - previous))
-        member.next = None
-        if result.end_epoch >= self.settings.epochs:
+        changed_from = self._score_of.get(result.parent)
+        if changed_from is not None:
+            self._history.append((result.end_epoch, dict(result.params), result.score - changed_from))
+        self._rank(result.end_epoch, member.index, result.score)
+        if result.end_epoch < self.settings.epochs:  # where it is heading, for the members that get there first
+            ahead = min(self.settings.epochs, result.end_epoch + self.settings.interval)
+            projected = result.score
+            if previous is not None and previous[0] < result.end_epoch:
+                slope = (result.score - previous[1]) / (result.end_epoch - previous[0])
+                if math.isfinite(result.score + slope * (ahead - result.end_epoch)):
+                    projected = result.score + slope * (ahead - result.end_epoch)
+            self._rank(ahead, member.index, projected)
+        self._set_next(member, None)
+        if result.end_epoch >= self.settings.epochs and not member.done:
             member.done = True
+            self._active -= 1
+
+    def _forget(self, trial_id: int, failed: _Member) -> None:
+        """Checkpoint ``trial_id`` is unusable: never restored again; members about to copy it go back instead."""
+        self.bad.add(trial_id)
+        self._candidates.add(trial_id)
+        for m in self.members:
+            if any(c.trial_id == trial_id for c in m.checkpoints):
+                m.checkpoints = [c for c in m.checkpoints if c.trial_id != trial_id]
+            if m is not failed and m.next is not None and m.next.parent == trial_id:
+                self._set_next(m, self._back_to_last_good(m))  # it was about to copy the unusable checkpoint
 
     def _back_to_last_good(self, member: _Member) -> Segment:
         """The next segment of ``member`` from its own last good checkpoint, with the values it had there; from
@@ -341,13 +474,6 @@ class Population:
             return True
         return a.score < b.score if self.minimize else a.score > b.score
 
-    def _score_at(self, trial_id: int, epoch: int) -> float | None:
-        for m in self.members:
-            for c in m.checkpoints:
-                if c.trial_id == trial_id:
-                    return c.score
-        return None
-
     # -- decisions -----------------------------------------------------------------------
 
     def _segment(self, member: _Member, params: dict | None, parent: int, start: int,
@@ -355,64 +481,53 @@ class Population:
         end = min(self.settings.epochs, start + self.settings.interval)
         return Segment(member.index, params, parent, start, end, explore_from)
 
-    def _score_for_ranking(self, member: _Member, epoch: int) -> float | None:
-        """``member``'s score at ``epoch``: as it was then for a member that got there; projected to ``epoch`` along
-        the line through its last two scores for one at most an interval behind (its first score as it is); None
-        for one further behind (it would hold the bottom for as long as it lags)."""
-        if not member.scores or member.scores[-1][0] < epoch - self.settings.interval:
+    def _exploit_from(self, member: _Member) -> _Member | None:
+        """The member ``member`` copies: a top member at random, when ``member`` is in the bottom at its epoch."""
+        ranking = self._rankings.get(member.epoch)
+        n = 0 if ranking is None else len(ranking)
+        k = quantile_size(n, self.settings.quantile)
+        if n < 2 or k == 0 or member.index not in ranking.key_of:
             return None
-        at_or_before = [(e, s) for e, s in member.scores if e <= epoch]
-        if not at_or_before:
+        if ranking.position(member.index) < n - k:
             return None
-        end, score = at_or_before[-1]
-        if end < epoch and len(at_or_before) >= 2 and at_or_before[-2][0] < end:  # behind: where it is heading
-            end0, score0 = at_or_before[-2]
-            projected = score + (score - score0) * (epoch - end) / (end - end0)
-            if math.isfinite(projected):
-                return projected
-        return score
+        mine, worst_top = ranking.key_of[member.index], ranking.keys[k - 1]
+        if mine[0] == worst_top[0] == 0 and mine[1] == worst_top[1]:
+            return None  # ties with the top: copying an equal gains nothing
+        donors = [self.members[key[2]] for key in ranking.keys[:k]]
+        donors = [d for d in donors if d is not member and not d.gave_up and d.checkpoints
+                  and d.epoch < self.settings.epochs]
+        return donors[int(self.rng.integers(len(donors)))] if donors else None
 
     def _decide(self, member: _Member) -> None:
         """The next segment of ``member``, whose last segment just ended: exploit and explore, or go on."""
-        epoch = member.epoch
-        scores = {}
-        for m in self.members:
-            if m.gave_up:
-                continue
-            score = self._score_for_ranking(m, epoch)
-            if score is not None:
-                scores[m.index] = score
-        top, bottom = split(scores, self.settings.quantile, self.minimize) if len(scores) >= 2 else ([], [])
-        donors = [self.members[i] for i in top if i != member.index and self.members[i].checkpoints
-                  and self.members[i].epoch < self.settings.epochs]
-        if member.index in bottom and donors:
-            donor = donors[int(self.rng.integers(len(donors)))]
+        donor = self._exploit_from(member) if member.checkpoints else None
+        if donor is not None:
             source = donor.checkpoints[-1]
             self.exploits += 1
             if self.settings.explore == "pb2":
-                running = [m.params for m in self.members if m.running is not None]
-                member.next = self._segment(member, None, source.trial_id, source.epoch,
-                                            (dict(source.params), list(self._history), running))
+                running = [p for i, p in self._running_params.items() if i != member.index]
+                self._set_next(member, self._segment(member, None, source.trial_id, source.epoch,
+                                                     (dict(source.params), list(self._history), running)))
                 return
             params = explore(self.space, source.params, self.rng, self.settings.resample_probability,
                              self.settings.perturb)
-            member.next = self._segment(member, params, source.trial_id, source.epoch)
+            self._set_next(member, self._segment(member, params, source.trial_id, source.epoch))
             return
-        if not member.checkpoints:  # failed before its first checkpoint: already has its next
-            member.next = member.next or self._segment(member, member.params, -1, 0)
+        if not member.checkpoints:  # failed before its first checkpoint: starts again
+            self._set_next(member, member.next or self._segment(member, member.params, -1, 0))
             return
-        member.next = self._segment(member, member.params, member.checkpoints[-1].trial_id, epoch)
+        self._set_next(member, self._segment(member, member.params, member.checkpoints[-1].trial_id, member.epoch))
 
     def _maybe_next_generation(self) -> None:
         """Sync: once no member runs and none waits, every member that goes on decides, ranked at one epoch."""
-        active = [m for m in self.members if m.active]
-        if any(m.running is not None for m in active):
-            return
-        if any(m.next is not None for m in active):
+        if self._running_count or self._pending_count:
             return  # a generation (or a retry) is still being handed out
-        for member in active:
-            self._decide(member)
+        for member in self.members:
+            if member.active:
+                self._decide(member)
 
     def chosen(self, member: int, params: dict) -> None:
         """The worker chose the values of ``member``'s running segment (PB2)."""
         self.members[member].params = dict(params)
+        if member in self._running_params:
+            self._running_params[member] = dict(params)

@@ -12,9 +12,10 @@ from hpc_hpo.search.pbt import (
     Finished,
     PbtSettings,
     Population,
+    _Ranking,
     explore,
     perturb_value,
-    split,
+    quantile_size,
 )
 from hpc_hpo.search.space import parse_space
 
@@ -27,22 +28,40 @@ SPACE = parse_space({
 })
 
 
-def test_split_takes_the_best_and_worst_quantile_in_the_experiments_direction():
+def test_the_quantile_is_at_most_half_and_at_least_one_of_two():
+    assert [quantile_size(n, 0.25) for n in (0, 1, 2, 3, 4, 8, 9, 16)] == [0, 0, 1, 1, 1, 2, 3, 4]
+    assert [quantile_size(n, 0.5) for n in (1, 2, 3, 7)] == [0, 1, 1, 3]
+
+
+def test_a_ranking_sorts_in_the_experiments_direction_ties_by_member_non_finite_last():
+    low = _Ranking(minimize=True)
+    for member, score in [(0, 0.5), (1, 0.1), (2, math.nan), (3, 0.1), (4, 0.9)]:
+        low.put(member, score)
+    assert [key[2] for key in low.keys] == [1, 3, 0, 4, 2]
+    low.put(4, 0.0)  # a member has one place: a new score moves it
+    assert [key[2] for key in low.keys] == [4, 1, 3, 0, 2] and low.position(0) == 3
+    high = _Ranking(minimize=False)
+    for member, score in [(0, 0.5), (1, 0.1), (2, math.inf), (3, 0.9)]:
+        high.put(member, score)
+    assert [key[2] for key in high.keys] == [3, 0, 1, 2]
+    high.remove(3)
+    assert [key[2] for key in high.keys] == [0, 1, 2] and 3 not in high.key_of
+
+
+def test_in_sync_mode_the_bottom_quarter_copies_the_top_quarter_and_ties_stay():
+    population = Population(X_SPACE, settings(population=8, mode="sync"), True, np.random.default_rng(0))
     scores = {0: 0.5, 1: 0.1, 2: 0.9, 3: 0.3, 4: 0.7, 5: 0.2, 6: 0.8, 7: 0.4}
-    assert split(scores, 0.25, minimize=True) == ([1, 5], [6, 2])
-    assert split(scores, 0.25, minimize=False) == ([2, 6], [5, 1])
-    # k = min(ceil(n * q), n // 2): 3 members at 0.25 -> one each way; 2 members at 0.5 -> one each way.
-    assert split({0: 1.0, 1: 2.0, 2: 3.0}, 0.25, minimize=True) == ([0], [2])
-    assert split({0: 1.0, 1: 2.0}, 0.5, minimize=True) == ([0], [1])
-    assert split({0: 1.0}, 0.5, minimize=True) == ([], [])
-
-
-def test_a_bottom_member_that_ties_with_the_top_is_not_exploited_and_nan_ranks_last():
-    assert split({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}, 0.25, minimize=True) == ([0], [])
-    top, bottom = split({0: 1.0, 1: math.nan, 2: 0.5, 3: 2.0}, 0.25, minimize=True)
-    assert top == [2] and bottom == [1]
-    top, bottom = split({0: 1.0, 1: math.nan, 2: 0.5, 3: 2.0}, 0.25, minimize=False)
-    assert top == [3] and bottom == [1]
+    generation(population, 0, scores)
+    second = generation(population, 8, scores)
+    copied = {m: s.parent for m, s in second.items() if s.parent != m}
+    assert sorted(copied) == [2, 6] and set(copied.values()) <= {1, 5}  # worst two copy the best two
+    maximize = Population(X_SPACE, settings(population=8, mode="sync"), False, np.random.default_rng(0))
+    generation(maximize, 0, scores)
+    second = generation(maximize, 8, scores)
+    assert sorted(m for m, s in second.items() if s.parent != m) == [1, 5]
+    tied = Population(X_SPACE, settings(population=4, mode="sync"), True, np.random.default_rng(0))
+    generation(tied, 0, {m: 1.0 for m in range(4)})
+    assert all(s.parent == m for m, s in generation(tied, 4, {m: 1.0 for m in range(4)}).items())
 
 
 def test_perturb_is_log_aware_clipped_rounded_and_moves_categoricals_to_a_neighbour():
