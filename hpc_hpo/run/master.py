@@ -49,6 +49,7 @@ from .scheduler import (
     StopWorker,
     TrialFinished,
     TrialStarted,
+    Warn,
     WorkerReady,
 )
 from .signals import StopRequest
@@ -120,6 +121,7 @@ class MasterLoop:
         #: With a stopping rule, trials wait at their rungs for the master: its sleeps follow epochs, not trials.
         self.judging = config.stopping.active
         self._last_report: dict[int, float] = {}  # rank -> when its trial last reported an epoch
+        self._unneeded: list[int] = []  # pbt checkpoints to remove after the next flush
         if comm.in_process:  # one process: a reported epoch is judged while its trial runs, inside this send
             comm.urgent = lambda message: self.handle(MASTER_RANK, message)
 
@@ -134,7 +136,7 @@ class MasterLoop:
                             None if suggest is None else tuple(suggest), self.scheduler.rungs_for(trial.trial_id),
                             segment)
                 if self.comm.in_process and self.writer.dirty:
-                    self.writer.flush()  # the trial runs inside this send: what finished before it is stored first
+                    self._flush()  # the trial runs inside this send: what finished before it is stored first
                 self.comm.send(task, trial.rank)
             elif kind is Judge:
                 self.comm.send(Verdict(instruction.trial_id, instruction.epoch, instruction.stop), instruction.rank)
@@ -145,14 +147,28 @@ class MasterLoop:
                 self.reporter.trial(instruction.trial)
             elif kind is ShowRunning:
                 self.writer.set_running(self.slots[instruction.trial.rank], instruction.trial)
-            elif kind is RemoveCheckpoints:
-                checkpoints.remove(self.config.experiment.workdir, instruction.trial_ids)
+            elif kind is Warn:
+                log.warning(instruction.text)
+            elif kind is RemoveCheckpoints:  # once the rows that free them are stored (a kill before must not lose them)
+                self._unneeded.extend(instruction.trial_ids)
             elif kind is StopWorker:
                 self.writer.set_running(self.slots[instruction.rank], None)
                 reason = self.scheduler.error if instruction.exit_code else ""
                 self.comm.send(Stop(instruction.exit_code, reason), instruction.rank)
             else:
                 raise TypeError(f"unknown instruction {instruction!r}")
+
+    def _flush(self) -> None:
+        """Write what is buffered; then remove the checkpoints those rows freed."""
+        self.writer.flush()
+        self._remove_unneeded()
+
+    def _remove_unneeded(self) -> None:
+        """Remove the pbt checkpoints no segment needs any more, now that the rows saying so are stored: were they
+        removed first, a kill before the flush would resume segments whose checkpoints are gone."""
+        if self._unneeded:
+            checkpoints.remove(self.config.experiment.workdir, self._unneeded)
+            self._unneeded = []
 
     def handle(self, source: int, message) -> None:
         """Turn one worker message into scheduler events (or a note, or a row of /epochs)."""
@@ -237,6 +253,7 @@ class MasterLoop:
             p = scheduler.progress
             try:
                 writer.close(exit_code, trials=p.finished)
+                self._remove_unneeded()
             except ResultsWriteError as exc:
                 if not self.write_error:
                     self.write_error = str(exc)
@@ -270,7 +287,7 @@ class MasterLoop:
             if received is None:
                 # Idle: a good moment to write, once the wait is longer than a short spin.
                 if writer.due(idle=backoff.idle_for >= backoff.spin):
-                    writer.flush()
+                    self._flush()
                 self.reporter.tick(len(scheduler.running))
                 backoff.wait()
                 continue
@@ -285,7 +302,7 @@ class MasterLoop:
                 if previous is not None and message.time > previous:
                     self._adapt_sleep(backoff, message.time - previous)
             if writer.due(idle=False):  # under a flood of results: written at least every flush_interval
-                writer.flush()
+                self._flush()
             handled += 1
             if handled % TICK_EVERY == 0:
                 self.reporter.tick(len(scheduler.running))
@@ -308,7 +325,7 @@ class MasterLoop:
             received = self.comm.poll()
             if received is None:
                 if record and self.writer.due(idle=True):
-                    self.writer.flush()
+                    self._flush()
                 backoff.wait()
                 continue
             backoff.reset()
@@ -318,7 +335,7 @@ class MasterLoop:
             elif record:
                 self.handle(source, message)
                 if self.writer.due(idle=False):
-                    self.writer.flush()
+                    self._flush()
         self._winding_down = False
         running = sorted(t.trial_id for t in self.scheduler.running.values())
         arrived = self.scheduler.progress.finished - finished_before

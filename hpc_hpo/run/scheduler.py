@@ -110,6 +110,12 @@ class Dispatch(NamedTuple):
     base: dict | None = None
 
 
+class Warn(NamedTuple):
+    """Something the user must read in the log (a pbt member that starts afresh)."""
+
+    text: str
+
+
 class RemoveCheckpoints(NamedTuple):
     """Delete the checkpoints of these pbt segments: no segment will restore them."""
 
@@ -434,6 +440,8 @@ class Scheduler:
                                    result.bad_checkpoint))
         self._replan(phase)
         instructions: list = [Record(record)]
+        while population.notes:
+            instructions.append(Warn(f"phase {record.phase} (pbt): {population.notes.pop(0)}"))
         removable = population.removable()
         if removable:
             instructions.append(RemoveCheckpoints(removable))

@@ -111,11 +111,11 @@ def test_sync_mode_trains_generations_in_lockstep(tmp_path):
 
 
 def test_kill_9_mid_pbt_then_a_deleted_checkpoint_resumes_from_the_last_good_one(tmp_path):
-    """Kill every rank mid-run, delete the latest checkpoint of member 0 (a scratch purge between jobs), resume:
-    what restores it fails with a clear error, member 0 goes on from its previous checkpoint, nothing is lost."""
+    """Kill every rank mid-run, delete the checkpoint a running segment restored (a scratch purge between jobs),
+    resume: that segment runs again and fails with a clear error, its member goes on from its last good checkpoint,
+    nothing stored is lost, every member still gets to the end."""
     results = tmp_path / "results.h5"
-    # Every member has the same lr, so scores tie and nobody copies: member 0 always restores its own checkpoint.
-    write_experiment(tmp_path, pbt_experiment(epochs=20, delay=0.02, lr='{ type = "categorical", choices = [0.1] }'))
+    write_experiment(tmp_path, pbt_experiment(epochs=20, delay=0.02))
     proc = subprocess.Popen(mpirun_command(5, ["run", "experiment.toml", "--results", str(results)]), cwd=tmp_path,
                             env={**base_env(), **ENV},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -133,24 +133,27 @@ def test_kill_9_mid_pbt_then_a_deleted_checkpoint_resumes_from_the_last_good_one
     proc.wait(30)
     first = segments(results)
     assert 14 <= sum(r["status"] == "done" for r in first.values()) < 40
-    member0 = [r for r in first.values() if r["member"] == 0 and r["status"] == "done"]
-    lost = max(member0, key=lambda r: r["end_epoch"])
-    assert lost["end_epoch"] < 20 and len(member0) >= 2
-    shutil.rmtree(checkpoint_dir(tmp_path / "results-trials", lost["trial_id"]))
+    running = [r for r in first.values() if r["status"] == "running" and r["parent"] >= 0]
+    assert running, "the kill left no segment running from a checkpoint"
+    lost = running[0]["parent"]
+    shutil.rmtree(checkpoint_dir(tmp_path / "results-trials", lost))
 
     out = hpo(["run", "experiment.toml", "--resume", "--results", str(results)], tmp_path, ranks=5, timeout=180,
               env=ENV)
     assert out.returncode == 0, out.output
     rows = segments(results)
     assert all(rows[t]["status"] == first[t]["status"] for t in first if first[t]["status"] != "running")
+    rerun = rows[running[0]["trial_id"]]
+    assert rerun["status"] == "failed" and rerun["attempt"] == 2
     failed = [r for r in rows.values() if r["status"] == "failed"]
-    assert failed and all(r["parent"] == lost["trial_id"] and r["member"] == 0 for r in failed), failed
+    assert all(r["parent"] == lost for r in failed), [(r["trial_id"], r["parent"], r["error"]) for r in failed]
     assert all("CheckpointError" in r["error"] and "missing or empty" in r["error"] for r in failed)
-    previous = max((r for r in member0 if r["trial_id"] != lost["trial_id"]), key=lambda r: r["end_epoch"])
-    after = min((r for r in rows.values() if r["member"] == 0 and r["trial_id"] > failed[-1]["trial_id"]),
-                key=lambda r: r["trial_id"])
-    assert after["parent"] == previous["trial_id"] and after["start_epoch"] == previous["end_epoch"]
-    assert any(r["attempt"] == 2 for r in rows.values()), "the kill left no segment running"
+    for r in failed:  # the member's next segment restores a good checkpoint, never the lost one
+        after = min((o for o in rows.values() if o["member"] == r["member"] and o["trial_id"] > r["trial_id"]),
+                    key=lambda o: o["trial_id"])
+        assert after["parent"] != lost and (after["parent"] < 0 or rows[after["parent"]]["status"] == "done")
+    second_job = [r for t, r in rows.items() if t not in first or first[t]["status"] == "running"]
+    assert not any(r["parent"] == lost and r["status"] == "done" for r in second_job)
     check_lineage({t: r for t, r in rows.items() if r["status"] == "done"}, 20, 4)
 
 
@@ -250,3 +253,31 @@ def test_async_members_never_wait_for_a_slow_one(tmp_path):
     # While member 0 trained its first segment (0.3 s), the others trained several each.
     assert sum(r["t_end"] <= slow[0]["t_end"] for r in others) >= 6
     assert max(r["t_end"] for r in others) < slow[-1]["t_end"]
+
+
+def test_a_member_whose_only_checkpoint_is_lost_starts_afresh_and_the_log_says_so(tmp_path):
+    """One process, so segments run in a known order: member 0's second segment deletes member 1's only
+    checkpoint; member 1's next segment fails on it and the member starts again from epoch 0, with a warning."""
+    write_experiment(tmp_path, pbt_experiment(population=2, epochs=6, lr='{ type = "categorical", choices = [0.1] }'),
+                     objective="""\
+        import shutil
+        from pathlib import Path
+        from light_objectives import pbt_toy
+
+        def objective(params, trial):
+            if trial.member == 0 and trial.start_epoch == 2:
+                shutil.rmtree(Path(trial.checkpoint_dir).parent / "trial_000001")
+            return pbt_toy(params, trial)
+        """)
+    text = (tmp_path / "experiment.toml").read_text().replace("light_objectives:pbt_toy", "objective.py:objective")
+    (tmp_path / "experiment.toml").write_text(text)
+    out = hpo(["run", "experiment.toml"], tmp_path, env=ENV)
+    assert out.returncode == 0, out.output
+    assert "member 1 has no usable checkpoint left: it starts afresh from epoch 0" in out.output
+    rows = segments(tmp_path / "results.h5")
+    failed = [r for r in rows.values() if r["status"] == "failed"]
+    assert [(r["member"], r["parent"]) for r in failed] == [(1, 1)] and "CheckpointError" in failed[0]["error"]
+    again = min((r for r in rows.values() if r["member"] == 1 and r["trial_id"] > failed[0]["trial_id"]),
+                key=lambda r: r["trial_id"])
+    assert again["parent"] == -1 and again["start_epoch"] == 0
+    check_lineage({t: r for t, r in rows.items() if r["status"] == "done"}, 6, 2)
