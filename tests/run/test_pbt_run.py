@@ -171,22 +171,23 @@ def test_an_objective_that_never_saves_its_checkpoint_fails_its_segments_with_a_
     assert all("CheckpointNotSaved" in r["error"] and "trial.checkpoint_dir" in r["error"] for r in rows.values())
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("population = 1", "phase[1].population: must be an integer >= 2"),
+@pytest.mark.parametrize("extra, message, ranks", [
+    ("population = 1", "phase[1].population: must be an integer >= 2", 3),  # every rank says it, under mpirun
+    # The same check in one process for the rest (the line is made before any rank starts).
     ("quantile = 0.75", "phase[1].quantile: must be a number in (0, 0.5] (the fraction that copies the best) "
-                        "(got 0.75)"),
-    ("quantile = 0", "phase[1].quantile: must be a number in (0, 0.5]"),
-    ("interval = 30", "phase[1].interval: must be <= epochs (got interval = 30, epochs = 12)"),
-    ('mode = "lockstep"', "phase[1].mode: must be one of async, sync (got 'lockstep')"),
-    ("perturb = [0.8, -1]", "phase[1].perturb: must be a list of numbers > 0"),
+                        "(got 0.75)", None),
+    ("quantile = 0", "phase[1].quantile: must be a number in (0, 0.5]", None),
+    ("interval = 30", "phase[1].interval: must be <= epochs (got interval = 30, epochs = 12)", None),
+    ('mode = "lockstep"', "phase[1].mode: must be one of async, sync (got 'lockstep')", None),
+    ("perturb = [0.8, -1]", "phase[1].perturb: must be a list of numbers > 0", None),
 ])
-def test_bad_pbt_options_exit_2_on_every_rank_with_one_line(tmp_path, extra, message):
+def test_bad_pbt_options_exit_2_on_every_rank_with_one_line(tmp_path, extra, message, ranks):
     body = pbt_experiment().replace("population = 4\n", "").replace("interval = 2\n", "")
     lines = [line for line in extra.splitlines()]
     body = body.replace('strategy = "pbt"', 'strategy = "pbt"\n        ' + "\n        ".join(
         lines + (["interval = 2"] if "interval" not in extra else [])))
     write_experiment(tmp_path, body)
-    out = hpo(["run", "experiment.toml"], tmp_path, ranks=3, env=ENV, timeout=60)
+    out = hpo(["run", "experiment.toml"], tmp_path, ranks=ranks, env=ENV, timeout=60)
     assert out.returncode == 2, out.output
     errors = [line for line in out.output.splitlines() if line.startswith("hpc_hpo: error:")]
     assert errors and all(message in line for line in errors), out.output
