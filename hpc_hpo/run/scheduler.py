@@ -26,6 +26,10 @@ trial's rungs gets a ``Judge`` instruction: go on or stop. A stopped trial retur
 and is recorded as ``pruned``: it counts towards the budget but never as a failure, and the best
 trial is chosen among those that ran to the end. Bayesian workers learn from every trial through
 its values at the rungs it reached (``history`` entries carry them as a third element).
+Population Based Training (``strategy = "pbt"``): the phase's population (:mod:`hpc_hpo.search.pbt`) hands
+out segments instead of points; each finished segment is told to it (``_on_segment``), it decides the member's
+next segment, and the checkpoints nobody needs any more come back as a ``RemoveCheckpoints`` instruction (the
+driver removes them after its next flush). The phase's budget follows the segments the population will run.
 :meth:`Scheduler.shutdown` ends the search early (a signal, the time limit):
 nothing more is handed out, results still arriving are recorded, running trials stay running.
 """
