@@ -58,6 +58,9 @@ def optimize(objective: Callable[..., Any] | str, *, space: Mapping[str, Any], p
     Raises :class:`hpc_hpo.ConfigError` for bad input (the same one line as the command line, on every
     rank), :class:`hpc_hpo.SearchStoppedError` when the search stopped resumably, :class:`hpc_hpo.HpoError` when it failed.
     """
+    from .run.comm import start_mpi_for_this_process
+
+    start_mpi_for_this_process()  # first: so that bad input is reported on every rank before any exits
     config = _config(objective, space, phases, workers, experiment, stopping)
     from .run.launch import launch
     from .run.options import RunOptions

@@ -11,6 +11,8 @@ core while the workers train. Waiting is ``Iprobe`` plus a short back-off sleep.
 
 from __future__ import annotations
 
+import atexit
+
 import os
 import time
 from collections import deque
@@ -194,6 +196,18 @@ def init_mpi():
     if not MPI.Is_initialized():
         MPI.Init_thread(MPI.THREAD_SERIALIZED)
     return MPI
+
+
+def start_mpi_for_this_process() -> None:
+    """Start MPI now when a launcher started this process, and end it when the interpreter exits.
+
+    :func:`hpc_hpo.optimize` does this before it checks its input: a rank that then exits with the
+    error waits in ``MPI_Finalize`` until every rank has reached its own (and printed its line); a
+    process that never started MPI and exits non-zero makes ``mpirun`` kill the ranks still printing.
+    """
+    if launched_by_mpi():
+        MPI = init_mpi()  # noqa: N806
+        atexit.register(lambda: MPI.Is_finalized() or MPI.Finalize())
 
 
 def open_comm() -> Comm:

@@ -185,17 +185,20 @@ def test_a_first_trial_process_that_hangs_while_importing_is_a_start_up_timeout(
 
 def test_a_later_trial_process_that_hangs_fails_its_trial_and_counts_until_one_starts(tmp_path):
     (tmp_path / "slow.py").write_text(HANGS_WHEN_MARKED)
+    # a start that does not hang may take seconds on a busy machine: the short limit only while they hang
     executor = ProcessExecutor(f"{tmp_path / 'slow.py'}:objective", str(tmp_path), max_trials_per_process=1,
-                               startup_timeout=1.0)
+                               startup_timeout=60.0)
     try:
         assert executor.run({}, context(tmp_path, 0)).status == "done"  # its replacement starts loading now
         (tmp_path / "hang").touch()
+        executor.startup_timeout = 1.0
         executor._retire()  # a replacement started after the mark: it hangs
         outcomes = [executor.run({}, context(tmp_path, i)) for i in (1, 2)]
         assert [o.status for o in outcomes] == ["failed", "failed"] and executor.start_failures == 2
         assert outcomes[0].error == ("TrialProcessStartTimeout: the trial process did not finish importing the "
                                      "objective within 1 s (workers.startup_timeout) (rank 1 on node1)")
         (tmp_path / "hang").unlink()
+        executor.startup_timeout = 60.0
         executor._retire()
         assert executor.run({}, context(tmp_path, 3)).status == "done" and executor.start_failures == 0
     finally:
