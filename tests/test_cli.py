@@ -93,7 +93,8 @@ def test_status_watch_follows_a_running_search_and_stops_when_it_ends(tmp_path, 
         deadline = time.monotonic() + 60
         while not (tmp_path / "results.h5").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        watch = subprocess.run([sys.executable, "-m", "hpc_hpo", "status", "results.h5", "--watch", "0.5",
+        # every 0.2 s: a busy machine may take seconds to start the watch, when the 3 s search is half done
+        watch = subprocess.run([sys.executable, "-m", "hpc_hpo", "status", "results.h5", "--watch", "0.2",
                                 *(["--json"] if as_json else [])],
                                cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=120)
     finally:

@@ -74,8 +74,9 @@ def test_after_a_shutdowns_stop_the_worker_says_bye(tmp_path, code, answer):
 
 def test_a_worker_whose_trial_process_cannot_start_three_times_in_a_row_retires(tmp_path):
     worker, sent = worker_with(tmp_path, {"executor": "process", "max_trials_per_process": 1,
-                                          "startup_timeout": 1.0})
+                                          "startup_timeout": 60.0})  # a healthy start may take seconds when busy
     assert sent[1].error == ""
+    worker.executor.startup_timeout = 1.0  # the node is about to sicken: a hung start fails fast from here
     results = []
     for trial in range(1 + MAX_START_FAILURES):
         worker.handle(Task(trial, {"x": 0.5}, 1, "random"))
