@@ -12,7 +12,6 @@ core while the workers train. Waiting is ``Iprobe`` plus a short back-off sleep.
 from __future__ import annotations
 
 import atexit
-
 import os
 import time
 from collections import deque
