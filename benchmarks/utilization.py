@@ -37,12 +37,14 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=1.0)
     parser.add_argument("--problem", default="hartmann6")
     parser.add_argument("--not-sequential", action="store_true")
+    parser.add_argument("--no-lookahead", action="store_true", help="choose each point after the trial before it ends")
     parser.add_argument("--keep", type=Path, help="write the experiment and results file here (default: a temporary folder)")
     args = parser.parse_args()
 
     sequential = "false" if args.not_sequential else "true"
     phases = (f'[[phase]]\nstrategy = "sobol"\ntrials = {args.initial}\n\n[[phase]]\nstrategy = "bayes"\n'
-              f"trials = {args.trials - args.initial}\nsequential = {sequential}\n")
+              f"trials = {args.trials - args.initial}\nsequential = {sequential}\n"
+              f"lookahead = {'false' if args.no_lookahead else 'true'}\n")
     with tempfile.TemporaryDirectory() as tmp:
         cwd = args.keep or Path(tmp)
         cwd.mkdir(parents=True, exist_ok=True)
@@ -59,23 +61,28 @@ def main() -> None:
     end = max(r["t_end"] for r in rows)
     in_objective = sum(r["t_end"] - r["t_start"] for r in rows)
     utilisation = in_objective / (args.workers * (end - start))
-    gaps = []
+    gaps, to_master, steps, to_worker = [], [], [], []
     by_rank: dict[int, list[dict]] = {}
     for r in rows:
         by_rank.setdefault(r["rank"], []).append(r)
     for trials in by_rank.values():
         trials.sort(key=lambda r: r["t_start"])
-        gaps += [b["t_start"] - a["t_end"] for a, b in zip(trials, trials[1:], strict=False)]
-    suggest = [r["suggest_seconds"] for r in rows if r["strategy"] == "bayes"]
+        for a, b in zip(trials, trials[1:], strict=False):
+            if b["strategy"] != "bayes":
+                continue
+            gaps.append(b["t_start"] - a["t_end"])
+            to_master.append(b["t_submit"] - a["t_end"])  # the result's message, the master, a wait for another's step
+            steps.append(b["suggest_seconds"])
+            to_worker.append(b["t_start"] - b["t_submit"] - b["suggest_seconds"])  # the task's message, starting it
     run = results.runs[-1]
     print(f"{args.workers} workers, {args.problem}, objective sleeps {args.sleep} s, {len(rows)} trials "
-          f"({len(suggest)} Bayesian), sequential = {sequential}")
+          f"({sum(r['strategy'] == 'bayes' for r in rows)} Bayesian), sequential = {sequential}")
     print(f"  utilisation (time in the objective)     {100 * utilisation:6.2f} %")
     print(f"  wall time                               {end - start:8.1f} s (ideal {len(rows) * args.sleep / args.workers:.1f} s)")
-    print(f"  gap between a worker's trials           median {statistics.median(gaps) * 1e3:6.1f} ms, "
-          f"95th percentile {np.percentile(gaps, 95) * 1e3:6.1f} ms")
-    print(f"  Bayesian step on the worker             median {statistics.median(suggest) * 1e3:6.1f} ms, "
-          f"95th percentile {np.percentile(suggest, 95) * 1e3:6.1f} ms")
+    for label, values in (("gap before a Bayesian trial", gaps), ("  result to master, wait for a turn", to_master),
+                          ("  Bayesian step on the worker", steps), ("  task to worker, trial start", to_worker)):
+        print(f"  {label:<38} median {statistics.median(values) * 1e3:6.1f} ms, mean {statistics.mean(values) * 1e3:6.1f}"
+              f" ms, 95th percentile {np.percentile(values, 95) * 1e3:6.1f} ms")
     print(f"  master CPU                              {run['master_cpu_seconds']:.2f} s for {len(rows)} results "
           f"({1e3 * run['master_cpu_seconds'] / len(rows):.2f} ms per result)")
 

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,7 @@ class Worker:
         self.stop_request: StopRequest | None = None
         self.abandon: Callable[[], bool] | None = None
         self._verdicts: dict[int, bool] = {}  # trial -> the stopping rule's last verdict, not yet taken
+        self._lookahead: threading.Thread | None = None  # preparing the next Bayesian step while a trial runs
 
     def join(self, place: Place) -> None:
         """Tell the master this rank has started, which install it runs and where: the first message."""
@@ -152,6 +154,8 @@ class Worker:
         if self.stop_request is not None and self.stop_request.requested:
             raise TrialAbandoned
         params = task.params if task.suggest is None else self.choose(task)
+        if task.suggest is not None and not task.segment and self.config.phases[task.phase - 1].options.get("lookahead", True):
+            self._look_ahead(task, params)
         experiment, stopping = self.config.experiment, self.config.stopping
         context = TrialContext(
             trial_id=task.trial_id, params=params, rank=self.rank, host=self.host, phase=task.phase,
@@ -251,8 +255,24 @@ class Worker:
                   1e3 * (time.monotonic() - started))
         return stop
 
+    def _look_ahead(self, task: Task, params: dict) -> None:
+        """Prepare the next Bayesian step in a helper thread while this trial runs, with the trial itself and the
+        points running elsewhere as pending (:meth:`BayesSuggester.prepare`): the next step then only folds in
+        what finished meanwhile. The next step waits for it, so the same seed gives the same points."""
+        pending = [*task.suggest[1], params]
+        options = self.config.phases[task.phase - 1].options
+        self._lookahead = threading.Thread(target=self._suggester.prepare, args=(pending, options),
+                                           name="hpc_hpo-lookahead", daemon=True)
+        self._lookahead.start()
+
+    def _join_look_ahead(self) -> None:
+        if self._lookahead is not None:
+            self._lookahead.join()
+            self._lookahead = None
+
     def choose(self, task: Task) -> dict:
         """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
+        self._join_look_ahead()
         if self._suggester is None and not task.segment:
             self._suggester = self._make_suggester()
         observations, pending = task.suggest
@@ -282,6 +302,7 @@ class Worker:
         return BayesSuggester(self.config.space, self.config.experiment.minimize, self._suggester_rng())
 
     def close(self) -> None:
+        self._join_look_ahead()
         if self.executor is not None:
             self.executor.close()
             self.executor = None

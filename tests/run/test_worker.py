@@ -31,12 +31,13 @@ def objective(params, trial):
 """
 
 
-def worker_with(tmp_path, workers: dict | None = None, objective: str = SICKENS) -> tuple[Worker, list]:
+def worker_with(tmp_path, workers: dict | None = None, objective: str = SICKENS,
+                phases: list | None = None) -> tuple[Worker, list]:
     (tmp_path / "objective.py").write_text(textwrap.dedent(objective))
     config = parse_config({"experiment": {"objective": "objective.py:objective", "seed": 1,
                                           "results": str(tmp_path / "r.h5")},
                            "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
-                           "phase": [{"strategy": "random", "trials": 8}],
+                           "phase": phases or [{"strategy": "random", "trials": 8}],
                            "workers": workers or {}}, base_dir=str(tmp_path))
     sent: list = []
     worker = Worker(1, send=sent.append, host="node1")
@@ -110,3 +111,34 @@ def test_a_trial_handed_out_after_a_stop_signal_is_not_started(tmp_path):
         worker.handle(Task(0, {"x": 0.25}, 1, "random"))
     assert len(sent) == 2  # Join and Hello: no Result
     assert not (tmp_path / "sick").exists()  # the objective never ran
+
+
+SLOW = """
+import time
+
+def objective(params):
+    time.sleep(0.3)
+    return (params["x"] - 0.3) ** 2
+"""
+
+
+@pytest.mark.parametrize("lookahead", [True, False])
+def test_a_bayesian_trial_runs_beside_the_look_ahead_for_the_next_step(tmp_path, lookahead):
+    worker, sent = worker_with(tmp_path, {"executor": "inline"}, SLOW,
+                               [{"strategy": "bayes", "trials": 8, "lookahead": lookahead}])
+    seen = [({"x": x}, (x - 0.3) ** 2) for x in (0.0, 0.5, 1.0)]
+    worker.handle(Task(3, None, 1, "bayes", suggest=(seen, [{"x": 0.8}])))
+    chosen, result = sent[-2:]
+    assert (chosen.trial_id, result.trial_id, result.status) == (3, 3, "done")
+    assert (worker._lookahead is not None) is lookahead  # started with the trial, not waited for
+    worker._join_look_ahead()
+    prepared = worker._suggester._prepared
+    assert (prepared is not None) is lookahead
+    if lookahead:  # prepared with the trial it ran beside and the point running elsewhere as pending
+        xs = worker._suggester.encoding.decode(prepared.candidates)
+        assert all(abs(p["x"] - q) >= 0.01 for p in xs for q in (chosen.params["x"], 0.8))
+    worker.handle(Task(4, None, 1, "bayes", suggest=([(chosen.params, result.value)], [])))
+    assert sent[-1].trial_id == 4 and sent[-1].status == "done"
+    assert worker._suggester.observations == 4  # the step waited for the look-ahead, then folded in the result
+    worker.close()
+    assert worker._lookahead is None

@@ -184,6 +184,7 @@ class TestBayes(StrategyContract):
         ({"kappa": 0}, r"phase\[1\].kappa: must be > 0 \(got 0\)"),
         ({"kappa": "big"}, r"phase\[1\].kappa: must be a number \(got 'big'\)"),
         ({"sequential": "yes"}, r"phase\[1\].sequential: must be true or false"),
+        ({"lookahead": 1}, r"phase\[1\].lookahead: must be true or false \(got 1\)"),
     ])
     def test_bad_options(self, options, message):
         with pytest.raises(ConfigError, match=message):

@@ -4,6 +4,8 @@
    of the best observed points (valid points: ints rounded, categoricals chosen).
 2. Refine the best few with L-BFGS-B on the continuous columns (floats and relaxed ints),
    all starts in one problem: their objectives are independent, so the sum is exact.
+   (A prepared step folded in later scores its kept candidates instead, and refines briefly:
+   :meth:`hpc_hpo.search.gp.suggester.BayesSuggester.prepare`.)
 3. Snap the refined points to valid points (ints to their bins) and score them again.
 
 The caller gets every scored point, best first, and takes the first it has not seen.
@@ -38,14 +40,23 @@ def candidates(encoding: Encoding, rng: np.random.Generator, best_unit: np.ndarr
         warnings.simplefilter("ignore")
         U = sobol_engine(k, rng).random(n_sobol)
     if len(best_unit):
-        centres = best_unit[rng.integers(len(best_unit), size=N_LOCAL)]
-        local = np.clip(centres + rng.normal(0.0, LOCAL_STEP, size=centres.shape), 0.0, 1.0)
-        # Categorical columns jump to a random choice now and then instead of drifting.
-        categorical = ~np.array([encoding.continuous[b.start] for b in encoding.blocks])
-        jump = (rng.random(local.shape) < 0.2) & categorical
-        local[jump] = rng.random(int(jump.sum()))
-        U = np.vstack([U, local])
+        U = np.vstack([U, _perturbed(encoding, rng, best_unit)])
     return encoding.sample(U)
+
+
+def local_candidates(encoding: Encoding, rng: np.random.Generator, best_unit: np.ndarray) -> np.ndarray:
+    """Valid encoded perturbations of the best points only."""
+    return encoding.sample(_perturbed(encoding, rng, best_unit))
+
+
+def _perturbed(encoding: Encoding, rng: np.random.Generator, best_unit: np.ndarray) -> np.ndarray:
+    centres = best_unit[rng.integers(len(best_unit), size=N_LOCAL)]
+    local = np.clip(centres + rng.normal(0.0, LOCAL_STEP, size=centres.shape), 0.0, 1.0)
+    # Categorical columns jump to a random choice now and then instead of drifting.
+    categorical = ~np.array([encoding.continuous[b.start] for b in encoding.blocks])
+    jump = (rng.random(local.shape) < 0.2) & categorical
+    local[jump] = rng.random(int(jump.sum()))
+    return local
 
 
 def score(gp: GaussianProcess, X: np.ndarray, name: str, best: float, xi: float, kappa: float) -> np.ndarray:
@@ -54,7 +65,7 @@ def score(gp: GaussianProcess, X: np.ndarray, name: str, best: float, xi: float,
 
 
 def refine(gp: GaussianProcess, encoding: Encoding, starts: np.ndarray, name: str, best: float, xi: float,
-           kappa: float) -> np.ndarray:
+           kappa: float, maxiter: int = MAXITER) -> np.ndarray:
     """L-BFGS-B from each start over the continuous columns; categorical columns stay as they are."""
     cont = encoding.continuous
     if not cont.any():
@@ -73,26 +84,31 @@ def refine(gp: GaussianProcess, encoding: Encoding, starts: np.ndarray, name: st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = minimize(objective, starts[:, cont].ravel(), jac=True, method="L-BFGS-B",
-                          bounds=[(0.0, 1.0)] * (b * c), options={"maxiter": MAXITER})
+                          bounds=[(0.0, 1.0)] * (b * c), options={"maxiter": maxiter})
     refined = fixed.copy()
     refined[:, cont] = np.clip(result.x.reshape(b, c), 0.0, 1.0)
     return refined
 
 
 def ranked_points(gp: GaussianProcess, encoding: Encoding, rng: np.random.Generator, best_unit: np.ndarray,
-                  name: str, best: float, xi: float, kappa: float) -> tuple[np.ndarray, np.ndarray]:
+                  name: str, best: float, xi: float, kappa: float, X: np.ndarray | None = None,
+                  n_starts: int = N_STARTS, n_incumbent_starts: int = N_INCUMBENT_STARTS,
+                  maxiter: int = MAXITER) -> tuple[np.ndarray, np.ndarray]:
     """Valid encoded points and their acquisition values, best first.
 
-    Local refinement starts from the best candidates and from the best observed points, so
-    the region of the incumbent is always searched closely, however tempting far corners look.
+    ``X``: the candidates to score (default: a Sobol sample of the space and perturbations of the
+    best points). Local refinement starts from the ``n_starts`` best candidates and from the best
+    observed points, so the region of the incumbent is always searched closely, however tempting
+    far corners look.
     """
-    # Scoring costs n^2 per candidate; with many observations the model is sharper and fewer do.
-    n_sobol = N_SOBOL if len(gp.X_) <= MANY_OBSERVATIONS else N_SOBOL // 2
-    X = candidates(encoding, rng, best_unit, n_sobol)
+    if X is None:
+        # Scoring costs n^2 per candidate; with many observations the model is sharper and fewer do.
+        n_sobol = N_SOBOL if len(gp.X_) <= MANY_OBSERVATIONS else N_SOBOL // 2
+        X = candidates(encoding, rng, best_unit, n_sobol)
     values = score(gp, X, name, best, xi, kappa)
     order = np.argsort(-values)
-    starts = np.vstack([X[order[:N_STARTS]], encoding.sample(best_unit[:N_INCUMBENT_STARTS])])
-    refined = encoding.project(refine(gp, encoding, starts, name, best, xi, kappa))
+    starts = np.vstack([X[order[:n_starts]], encoding.sample(best_unit[:n_incumbent_starts])])
+    refined = encoding.project(refine(gp, encoding, starts, name, best, xi, kappa, maxiter))
     X = np.vstack([refined, X])
     values = np.concatenate([score(gp, refined, name, best, xi, kappa), values])
     order = np.argsort(-values, kind="stable")

@@ -53,7 +53,7 @@ from ..bayes_options import DEFAULTS as DEFAULT_OPTIONS
 from ..space import Space
 from .encoding import Encoding
 from .model import GaussianProcess
-from .optimize import ranked_points
+from .optimize import local_candidates, ranked_points
 from .warping import transform
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,12 @@ FRESH_START_EVERY = 10
 ALWAYS_REFIT_BELOW = 100
 REFIT_EVERY = 5
 TOP_FOR_LOCAL_SEARCH = 5
+#: Candidates a look-ahead keeps for the next step to score again (:meth:`BayesSuggester.prepare`).
+PREPARED = 256
+#: The short local refinement when a prepared step is folded in: starts (besides the best points), iterations.
+FOLD_STARTS = 3
+FOLD_INCUMBENT_STARTS = 3
+FOLD_MAXITER = 15
 
 
 @dataclass
@@ -85,6 +91,18 @@ def _first_known(levels: tuple[float, ...]) -> float | None:
     return next((v for v in levels if math.isfinite(v)), None)
 
 
+@dataclass
+class _Prepared:
+    """A step done ahead: the best candidates then, for the options it used, at that many observations."""
+    options: tuple
+    candidates: np.ndarray
+    observations: int
+
+
+def _options_key(options: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, v) for k, v in options.items() if k in DEFAULT_OPTIONS))
+
+
 class BayesSuggester:
     """A replica of the history (values to minimise) and the GP step over it."""
 
@@ -99,6 +117,7 @@ class BayesSuggester:
         self._fitted_points = 0
         self._since_fit = 0
         self.observations = 0
+        self._prepared: _Prepared | None = None
         self._threadpools = ThreadpoolController()
 
     def update(self, observations: Iterable[tuple]) -> None:
@@ -170,12 +189,59 @@ class BayesSuggester:
         rest = self.rng.choice(order[limit // 4:], size=limit - len(best), replace=False)
         return np.sort(np.concatenate([best, rest]))
 
+    def prepare(self, pending: list[Mapping[str, Any]], options: Mapping[str, Any] | None = None) -> None:
+        """Do the next :meth:`suggest`'s work ahead, while this worker's trial runs (in a helper thread).
+
+        The full step (fit, thousands of candidates, local refinement) with ``pending`` as the running
+        trials, this worker's own included; it keeps the best :data:`PREPARED` candidates. The next
+        ``suggest`` only folds in what finished meanwhile: the posterior with the last hyperparameters
+        (one Cholesky, no fit), the kept candidates and fresh ones around the best points scored again,
+        and the pending points of that moment kept at a distance as always. Never raises: without a
+        prepared step, ``suggest`` does the whole step.
+        """
+        self._prepared = None
+        options = {**DEFAULT_OPTIONS, **(options or {})}
+        points = list(self._points.values())
+        if sum(p.successes > 0 or bool(p.levels) for p in points) < MIN_POINTS:
+            return
+        try:
+            with self._threadpools.limit(limits=1, user_api="blas"):
+                gp, X, y, best, pending_unit = self._posterior(points, pending, refit=True)
+                top = np.argsort(y, kind="stable")[:TOP_FOR_LOCAL_SEARCH]
+                ranked, _ = ranked_points(gp, self.encoding, self.rng, self.encoding.to_unit(X[top]),
+                                          options["acquisition"], best, options["xi"], options["kappa"])
+                ranked = self._apart(ranked, pending_unit)  # its own trial among them: not known yet
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+            log.warning("Bayesian look-ahead failed (%s: %s); the next step is done in full", type(exc).__name__, exc)
+            return
+        self._prepared = _Prepared(_options_key(options), ranked[:PREPARED], self.observations)
+
     def _gp_step(self, points: list[_Point], pending: list[Mapping[str, Any]], exclude: set[tuple],
                  options: Mapping[str, Any]) -> dict[str, Any]:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and (prepared.options != _options_key(options)
+                                     or self.observations - prepared.observations > max(8, prepared.observations // 2)):
+            prepared = None  # prepared for another phase, or long ago: the full step
+        gp, X, y, best, pending_unit = self._posterior(points, pending, refit=prepared is None)
+        top = np.argsort(y, kind="stable")[:TOP_FOR_LOCAL_SEARCH]
+        acquisition = (options["acquisition"], best, options["xi"], options["kappa"])
+        best_unit = self.encoding.to_unit(X[top])
+        if prepared is None:
+            ranked, _ = ranked_points(gp, self.encoding, self.rng, best_unit, *acquisition)
+        else:  # fold in what finished since: the kept candidates and fresh ones near the best, refined briefly
+            kept = np.vstack([prepared.candidates, local_candidates(self.encoding, self.rng, best_unit)])
+            ranked, _ = ranked_points(gp, self.encoding, self.rng, best_unit, *acquisition, X=kept,
+                                      n_starts=FOLD_STARTS, n_incumbent_starts=FOLD_INCUMBENT_STARTS,
+                                      maxiter=FOLD_MAXITER)
+        return self._first_allowed(ranked, pending_unit, exclude)
+
+    def _posterior(self, points: list[_Point], pending: list[Mapping[str, Any]], refit: bool):
+        """The GP over the history (hyperparameters refitted when due and ``refit``), with the pending
+        points as fantasies at its mean: (gp, X, y, incumbent, pending points in the unit cube or None)."""
         X = self.encoding.encode([p.params for p in points])
         y = transform(self._values(points))
 
-        if self._needs_fit(len(points)):
+        if self._theta is None or (refit and self._needs_fit(len(points))):
             fit_idx = self._subset(y, MAX_FIT)
             fresh_start = self._fits % FRESH_START_EVERY == 0  # now and then also from the default, not only warm
             self._theta = GaussianProcess.fit(X[fit_idx], y[fit_idx], theta0=self._theta, maxiter=FIT_MAXITER,
@@ -194,14 +260,19 @@ class BayesSuggester:
             believed = gp.predict(P)[0]
             gp = gp.condition_on(P, believed)
             best = min(best, float(believed.min()))
+        return gp, X, y, best, pending_unit
 
-        top = np.argsort(y, kind="stable")[:TOP_FOR_LOCAL_SEARCH]
-        ranked, _ = ranked_points(gp, self.encoding, self.rng, self.encoding.to_unit(X[top]), options["acquisition"],
-                                  best, options["xi"], options["kappa"])
-        if pending_unit is not None:  # never next to a point another worker is evaluating right now
-            unit = self.encoding.to_unit(ranked)
-            nearest = np.sqrt(((unit[:, None, :] - pending_unit[None, :, :]) ** 2).sum(-1)).min(axis=1)
-            ranked = ranked[nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])]
+    def _apart(self, ranked: np.ndarray, pending_unit: np.ndarray | None) -> np.ndarray:
+        """The encoded points of ``ranked`` at least PENDING_RADIUS of the diagonal from every pending point."""
+        if pending_unit is None or not len(ranked):
+            return ranked
+        unit = self.encoding.to_unit(ranked)
+        nearest = np.sqrt(((unit[:, None, :] - pending_unit[None, :, :]) ** 2).sum(-1)).min(axis=1)
+        return ranked[nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])]
+
+    def _first_allowed(self, ranked: np.ndarray, pending_unit: np.ndarray | None, exclude: set[tuple]) -> dict[str, Any]:
+        """The best-ranked point neither observed nor pending, nor next to a pending point."""
+        ranked = self._apart(ranked, pending_unit)  # never next to a point another worker is evaluating right now
         for start in range(0, len(ranked), 64):
             for params in self.encoding.decode(ranked[start:start + 64]):
                 if self.space.key(params) not in exclude:

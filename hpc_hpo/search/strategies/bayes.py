@@ -18,7 +18,7 @@ from ..bayes_options import ACQUISITIONS, DEFAULTS
 from ..space import Space
 from .base import Point, Strategy
 
-DEFAULT_OPTIONS: dict[str, Any] = {**DEFAULTS, "sequential": True}
+DEFAULT_OPTIONS: dict[str, Any] = {**DEFAULTS, "sequential": True, "lookahead": True}
 
 
 def _number(options: Mapping[str, Any], key: str, where: str, positive: bool) -> float:
@@ -34,7 +34,7 @@ class BayesStrategy(Strategy):
     """Gaussian-process Bayesian optimisation; every suggestion is computed by a worker."""
 
     name = "bayes"
-    options = ("acquisition", "xi", "kappa", "sequential")
+    options = ("acquisition", "xi", "kappa", "sequential", "lookahead")
     suggests_on_worker = True
 
     @classmethod
@@ -48,8 +48,9 @@ class BayesStrategy(Strategy):
                               f"(got {resolved['acquisition']!r})")
         resolved["xi"] = _number(resolved, "xi", where, positive=False)
         resolved["kappa"] = _number(resolved, "kappa", where, positive=True)
-        if not isinstance(resolved["sequential"], bool):
-            raise ConfigError(f"{where}.sequential: must be true or false (got {resolved['sequential']!r})")
+        for flag in ("sequential", "lookahead"):
+            if not isinstance(resolved[flag], bool):
+                raise ConfigError(f"{where}.{flag}: must be true or false (got {resolved[flag]!r})")
         return resolved
 
     def ask(self) -> Point | None:

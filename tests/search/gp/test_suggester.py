@@ -164,3 +164,80 @@ def test_with_early_stopping_the_gp_models_one_rung_and_imputes_the_trials_stopp
     assert values.tolist() == [0.5, 0.4, 0.3, 0.35, 0.5]
     params = suggester.suggest([])
     assert 0.0 <= params["x"] <= 1.0 and suggester.observations == 5
+
+
+HARTMANN6 = parse_space({f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(6)})
+_H6_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8],
+                  [17, 8, 0.05, 10, 0.1, 14]])
+_H6_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
+
+
+def hartmann6(p):
+    x = np.array([p[f"x{i}"] for i in range(6)])
+    return float(-np.sum(np.array([1.0, 1.2, 3.0, 3.2]) * np.exp(-np.sum(_H6_A * (x - _H6_P) ** 2, axis=1))))
+
+
+def unit_distance(space, a, b) -> float:
+    ua, ub = space.to_unit([a, b])
+    return float(np.linalg.norm(ua - ub) / math.sqrt(space.dim))
+
+
+def prepared_best(s: BayesSuggester) -> dict:
+    [best] = s.encoding.decode(s._prepared.candidates[:1])  # the look-ahead's first choice
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_look_ahead_treats_the_trial_it_runs_beside_as_running(seed):
+    """While its trial runs, the worker prepares its next step: never at (or next to) that trial's own point."""
+    s = BayesSuggester(HARTMANN6, True, np.random.default_rng(seed))
+    s.update([(p, hartmann6(p)) for p in HARTMANN6.sample(np.random.default_rng([seed, 9]), 20)])
+    running = s.suggest([])
+    s.prepare([running])
+    assert unit_distance(HARTMANN6, prepared_best(s), running) >= 0.01
+
+
+def test_a_look_ahead_that_forgot_its_running_trial_would_choose_it_again():
+    """What the test above guards against, where the acquisition has one maximum: the same point twice."""
+    def replica():
+        s = BayesSuggester(LINE, True, np.random.default_rng(2))
+        s.update([({"x": x}, (x - 0.3) ** 2) for x in (0.0, 0.2, 0.45, 0.7, 1.0)])
+        return s
+
+    s = replica()
+    running = s.suggest([])
+    s.prepare([])
+    assert abs(prepared_best(s)["x"] - running["x"]) < 0.01
+    s = replica()
+    s.suggest([])
+    s.prepare([running])
+    assert abs(prepared_best(s)["x"] - running["x"]) >= 0.01
+
+
+def test_a_prepared_step_is_used_once_for_its_options_and_folds_in_what_finished_meanwhile():
+    s = BayesSuggester(HARTMANN6, True, np.random.default_rng(4))
+    s.update([(p, hartmann6(p)) for p in HARTMANN6.sample(np.random.default_rng(5), 20)])
+    mine = s.suggest([])
+    others = HARTMANN6.sample(np.random.default_rng(6), 3)  # running elsewhere
+    s.prepare([*others, mine])
+    assert s._prepared is not None
+    s.update([(mine, hartmann6(mine)), (others[0], hartmann6(others[0]))])  # finished meanwhile
+    started = HARTMANN6.sample(np.random.default_rng(7), 1)[0]  # started meanwhile
+    nxt = s.suggest([*others[1:], started])
+    assert s._prepared is None  # used up: the step after it is whole again unless prepared anew
+    assert HARTMANN6.key(nxt) not in {HARTMANN6.key(p) for p in (mine, others[0])}
+    assert all(unit_distance(HARTMANN6, nxt, p) >= 0.01 for p in (*others[1:], started))
+    s.prepare([nxt], {"acquisition": "ucb"})
+    s.suggest([nxt], {"acquisition": "ei"})  # another phase's options: the prepared step is dropped, not used
+    assert s._prepared is None
+
+
+def test_a_look_ahead_with_too_few_points_or_a_failing_model_leaves_nothing_prepared(caplog):
+    s = BayesSuggester(LINE, True, np.random.default_rng(0))
+    s.update([({"x": 0.5}, 1.0)])
+    s.prepare([])
+    assert s._prepared is None  # below MIN_POINTS the next step explores: nothing to prepare
+    s.update([({"x": x}, float("nan") if x > 0.5 else x) for x in (0.1, 0.2, 0.9)])  # a value the GP cannot take
+    s.prepare([])
+    assert s._prepared is None and "look-ahead failed" in caplog.text
