@@ -1,20 +1,29 @@
-"""Sample efficiency: simple regret after 50 and 100 evaluations. Prints tables; not a pass/fail test.
+"""Sample efficiency on a suite of problems: regret after 50 and 100 evaluations, and rank. Prints tables.
 
-    python benchmarks/bayes_quality.py                       # ours only (hpc_hpo's own dependencies)
-    python benchmarks/bayes_quality.py --peers all           # + Optuna GP/TPE and scikit-optimize
+    python benchmarks/bayes_quality.py                          # ours and random search, every problem
+    python benchmarks/bayes_quality.py --peers all --seeds 20   # + Optuna GP/TPE, scikit-optimize, HEBO
+    python benchmarks/bayes_quality.py --problems hartmann6 --mpi   # + real mpirun runs of ours
 
-Ours, in the same run: 10 Sobol points then Bayesian, with 8 asynchronous workers under real
-``mpirun -n 9 --oversubscribe`` (each evaluation sleeps ``--sleep`` seconds so that workers
-overlap) and with 1 worker (one process); random search (ours). Peers (``pip install optuna
-scikit-optimize`` and a CPU torch for Optuna's GP) are given the same 10 random start points
-budget and ask 8 points at a time: Optuna's GPSampler and TPESampler (constant liar), and
-scikit-optimize's GP (``Optimizer.ask(n_points=8)``, constant liar).
+The suite: Branin, Hartmann6, Ackley (5-D), Rosenbrock (4-D), Michalewicz (5-D), Griewank, a mixed
+space standing in for a training loss, and three machine-learning tasks on scikit-learn's bundled
+data (an SVM on digits, gradient-boosted trees on breast cancer, an MLP on wine; 3-fold
+cross-validated error, mixed spaces of 3-5 parameters; their minimum is unknown, so the tables give
+the best error reached instead of the regret).
 
-Also counts, for our 8-worker runs, exact duplicates among proposed points, and Bayesian points
-closer than 1% of the unit-cube diagonal to an earlier point (near-duplicates: late in a run
-these are mostly refinements next to the best point), and how many of those were close to a
-point still running when they were proposed (concurrent: the PHS failure, the same point
-evaluated twice at once).
+Every method runs with 8 asynchronous workers (and ours with 1 worker too), simulated in one process
+(:mod:`simulated_workers`): trial durations drawn from the seed, the same for every method, and every
+evaluation and every suggestion computed for real. Ours does what its MPI workers do (10 Sobol
+points, then each worker's own replica, the running points as pending, the look-ahead); peers are
+asked one point whenever a worker is free, with the running trials left running (Optuna) or told as
+lies (scikit-optimize); HEBO has no notion of running points. ``--mpi`` adds real runs of ours under
+``mpirun -n 9 --oversubscribe`` (each evaluation sleeps ``--sleep`` s so that workers overlap) and in
+one process, which the simulation should match.
+
+Per problem: median and worst regret (or error) at half the budget and at the budget, and each
+method's mean rank over the seeds (1 = best value at the budget; ties share). Then the mean rank of
+each method across the suite, the median time per suggestion, and for ours with 8 workers: exact
+duplicates among proposed points, and Bayesian points within 1% of the unit-cube diagonal of a point
+still running when they were proposed (the PHS failure: the same point evaluated twice at once).
 """
 
 from __future__ import annotations
@@ -104,117 +113,104 @@ def duplicates(problem: str, records: list[dict]) -> tuple[int, int, int]:
     return exact, near, concurrent
 
 
-# --- peers ---------------------------------------------------------------------------------
+def rank_rows(best: dict[str, list[float]]) -> dict[str, float]:
+    """Each method's mean rank over the seeds (1 = lowest value; ties share the mean of their ranks)."""
+    methods = list(best)
+    ranks: dict[str, list[float]] = {m: [] for m in methods}
+    for seed in range(len(next(iter(best.values())))):
+        values = [best[m][seed] for m in methods]
+        for m, v in zip(methods, values, strict=True):
+            below = sum(x < v for x in values)
+            ties = sum(x == v for x in values)
+            ranks[m].append(below + (ties + 1) / 2)
+    return {m: statistics.mean(r) for m, r in ranks.items()}
 
 
-def _optuna(problem: str, seed: int, budget: int, sampler_name: str) -> list[float]:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    spec, f = PROBLEMS[problem]["space"], PROBLEMS[problem]["function"]
-    dists = {}
-    for name, p in spec.items():
-        if p["type"] == "float":
-            dists[name] = optuna.distributions.FloatDistribution(p["low"], p["high"], log=p.get("log", False))
-        elif p["type"] == "int":
-            dists[name] = optuna.distributions.IntDistribution(p["low"], p["high"], log=p.get("log", False))
-        else:
-            dists[name] = optuna.distributions.CategoricalDistribution(p["choices"])
-    if sampler_name == "gp":
-        sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=N_INIT)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=N_INIT, constant_liar=True)
-    study = optuna.create_study(sampler=sampler)
-    values: list[float] = []
-    while len(values) < budget:
-        trials = [study.ask(dists) for _ in range(min(8, budget - len(values)))]
-        for trial in trials:
-            values.append(f(trial.params))
-            study.tell(trial, values[-1])
-    return values
-
-
-def _skopt(problem: str, seed: int, budget: int) -> list[float]:
-    from skopt import Optimizer
-    from skopt.space import Categorical, Integer, Real
-
-    spec, f = PROBLEMS[problem]["space"], PROBLEMS[problem]["function"]
-    dims, names = [], list(spec)
-    for p in spec.values():
-        prior = "log-uniform" if p.get("log") else "uniform"
-        if p["type"] == "float":
-            dims.append(Real(p["low"], p["high"], prior=prior))
-        elif p["type"] == "int":
-            dims.append(Integer(p["low"], p["high"], prior=prior))
-        else:
-            dims.append(Categorical(p["choices"]))
-    opt = Optimizer(dims, base_estimator="GP", n_initial_points=N_INIT, random_state=seed)
-    values: list[float] = []
-    while len(values) < budget:
-        xs = opt.ask(n_points=min(8, budget - len(values)), strategy="cl_min")
-        ys = [f(dict(zip(names, [v.item() if hasattr(v, "item") else v for v in x], strict=True))) for x in xs]
-        opt.tell(xs, ys)
-        values.extend(ys)
-    return values
-
-
-PEERS = {
-    "optuna-gp": lambda problem, seed, budget: _optuna(problem, seed, budget, "gp"),
-    "optuna-tpe": lambda problem, seed, budget: _optuna(problem, seed, budget, "tpe"),
-    "skopt-gp": _skopt,
-}
+def simulated_duplicates(problem: str, trials: list) -> tuple[int, int]:
+    """(exact duplicates, points within 1% of the diagonal of one running when it was proposed)."""
+    space = parse_space(PROBLEMS[problem]["space"])
+    proposed = sorted(trials, key=lambda t: t.t_start)
+    exact = len(proposed) - len({space.key(t.params) for t in proposed})
+    unit = space.to_unit([t.params for t in proposed])
+    radius = 0.01 * math.sqrt(space.dim)
+    concurrent = 0
+    for a in range(N_INIT, len(proposed)):
+        close = np.flatnonzero(np.linalg.norm(unit[:a] - unit[a], axis=1) < radius)
+        concurrent += any(proposed[b].t_end > proposed[a].t_start for b in close)
+    return exact, concurrent
 
 
 def main() -> None:
+    from simulated_workers import METHODS, simulate
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=100)
-    parser.add_argument("--sleep", type=float, default=0.05, help="seconds each evaluation sleeps with 8 workers")
-    parser.add_argument("--peers", default="", help="comma-separated: optuna-gp,optuna-tpe,skopt-gp, or all")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--peers", default="", help="comma-separated: optuna-gp,optuna-tpe,skopt-gp,hebo, or all")
+    parser.add_argument("--mpi", action="store_true", help="also run ours for real under mpirun and in one process")
+    parser.add_argument("--sleep", type=float, default=0.05, help="with --mpi: seconds each evaluation sleeps")
     args = parser.parse_args()
-    peers = list(PEERS) if args.peers == "all" else [p for p in args.peers.split(",") if p]
-    half = args.budget // 2
+    peers = ["optuna-gp", "optuna-tpe", "skopt-gp", "hebo"] if args.peers == "all" else \
+        [p for p in args.peers.split(",") if p]
+    half, w = args.budget // 2, args.workers
+    ours = f"hpc_hpo, {w} workers"
+    plan = [(ours, "hpc_hpo", w), ("hpc_hpo, 1 worker", "hpc_hpo", 1), ("hpc_hpo random", "hpc_hpo-random", w)]
+    plan += [(f"{peer}, {w} workers", peer, w) for peer in peers]
 
-    rows = []
-    dup_rows = []
+    tables, suite_ranks, times, dup_rows = [], {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        cwd = Path(tmp)
         for problem in args.problems:
             minimum = PROBLEMS[problem]["minimum"]
-            methods: dict[str, list[list[float]]] = {}
+            offset = minimum if minimum is not None else 0.0
+            curves: dict[str, list[list[float]]] = {}
             dups = []
-            for seed in range(args.seeds):
-                started = time.monotonic()
-                values, records = hpc_hpo_run(problem, seed, args.budget, 8, args.sleep, cwd)
-                methods.setdefault("hpc_hpo bayes, 8 workers", []).append(values)
-                dups.append(duplicates(problem, records))
-                values, _ = hpc_hpo_run(problem, seed, args.budget, 1, args.sleep, cwd)
-                methods.setdefault("hpc_hpo bayes, 1 worker", []).append(values)
-                values, _ = hpc_hpo_run(problem, seed, args.budget, 1, args.sleep, cwd, strategy="random")
-                methods.setdefault("hpc_hpo random", []).append(values)
-                for peer in peers:
+            started = time.monotonic()
+            for label, method, workers in plan:
+                for seed in range(args.seeds):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        methods.setdefault(f"{peer}, batches of 8", []).append(PEERS[peer](problem, seed, args.budget))
-                print(f"# {problem} seed {seed}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-            for method, runs in methods.items():
-                at_half = [regrets(v, minimum, half) for v in runs]
-                at_full = [regrets(v, minimum, args.budget) for v in runs]
-                rows.append((problem, method, statistics.median(at_half), max(at_half),
-                             statistics.median(at_full), max(at_full)))
-            dup_rows.append((problem, sum(d[0] for d in dups), sum(d[1] for d in dups), sum(d[2] for d in dups),
+                        instance = METHODS[method](problem, seed, workers)
+                        trials = simulate(instance, args.budget)
+                    curves.setdefault(label, []).append([t.value for t in trials])
+                    times.setdefault(label, []).append(instance.seconds / args.budget)
+                    if label == ours:
+                        dups.append(simulated_duplicates(problem, trials))
+            if args.mpi:
+                for seed in range(args.seeds):
+                    values, _ = hpc_hpo_run(problem, seed, args.budget, w, args.sleep, Path(tmp))
+                    curves.setdefault(f"hpc_hpo, {w} workers, mpirun", []).append(values)
+                    values, _ = hpc_hpo_run(problem, seed, args.budget, 1, args.sleep, Path(tmp))
+                    curves.setdefault("hpc_hpo, 1 worker, one process", []).append(values)
+            best_at = {m: [min(v[:args.budget]) for v in runs] for m, runs in curves.items()}
+            ranks = rank_rows(best_at)
+            for method, runs in curves.items():
+                at_half = [min(v[:half]) - offset for v in runs]
+                at_full = [min(v[:args.budget]) - offset for v in runs]
+                tables.append((problem, method, statistics.median(at_half), max(at_half), statistics.median(at_full),
+                               max(at_full), ranks[method]))
+                suite_ranks.setdefault(method, []).append(ranks[method])
+            dup_rows.append((problem, sum(d[0] for d in dups), sum(d[1] for d in dups),
                              args.seeds * (args.budget - N_INIT)))
+            print(f"# {problem}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
-    print(f"\nsimple regret (best value minus the minimum), {args.seeds} seeds; 10 initial points, then the method")
-    print(f"{'problem':<10} {'method':<30} {'median@' + str(half):>11} {'worst@' + str(half):>10} "
-          f"{'median@' + str(args.budget):>11} {'worst@' + str(args.budget):>10}")
-    for problem, method, med_half, worst_half, med_full, worst_full in rows:
-        print(f"{problem:<10} {method:<30} {med_half:>11.2e} {worst_half:>10.2e} {med_full:>11.2e} {worst_full:>10.2e}")
-    print("\nhpc_hpo bayes with 8 workers: duplicates among proposed points (all seeds)")
-    print(f"{'problem':<10} {'exact':>6} {'near an earlier point':>22} {'near a running point':>21} {'Bayesian points':>16}")
-    for problem, exact, near, concurrent, total in dup_rows:
-        print(f"{problem:<10} {exact:>6} {near:>22} {concurrent:>21} {total:>16}")
+    print(f"\nregret (best value minus the minimum; for the ML tasks the best cross-validated error), "
+          f"{args.seeds} seeds, {N_INIT} initial points")
+    print(f"{'problem':<18} {'method':<34} {'median@' + str(half):>11} {'worst@' + str(half):>10} "
+          f"{'median@' + str(args.budget):>11} {'worst@' + str(args.budget):>10} {'rank':>5}")
+    for problem, method, med_half, worst_half, med_full, worst_full, rank in tables:
+        print(f"{problem:<18} {method:<34} {med_half:>11.3g} {worst_half:>10.3g} {med_full:>11.3g} "
+              f"{worst_full:>10.3g} {rank:>5.2f}")
+    print(f"\nmean rank across the {len(args.problems)} problems (rank at {args.budget} evaluations per seed, "
+          f"averaged), and the time spent choosing per evaluation (median over runs)")
+    for method, ranks in sorted(suite_ranks.items(), key=lambda item: statistics.mean(item[1])):
+        per = statistics.median(times[method]) * 1e3 if method in times else float("nan")
+        print(f"  {method:<34} {statistics.mean(ranks):5.2f}   {per:8.1f} ms")
+    print(f"\n{ours}: duplicates among proposed points (all seeds)")
+    print(f"{'problem':<18} {'exact':>6} {'near a running point':>21} {'Bayesian points':>16}")
+    for problem, exact, concurrent, total in dup_rows:
+        print(f"{problem:<18} {exact:>6} {concurrent:>21} {total:>16}")
 
 
 if __name__ == "__main__":
