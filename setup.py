@@ -37,8 +37,10 @@ setup(
         "parquet": ["pandas>=2.0", "pyarrow>=14"],  # export to Parquet
         "tensorboard": ["tensorboard>=2.16"],  # export --format tensorboard (TensorFlow not needed)
         "docs": ["mkdocs>=1.6"],  # the documentation: mkdocs serve / mkdocs build --strict
-        # Peers for benchmarks/early_stopping.py --peers (not needed to run or test hpc_hpo).
-        "bench": ["optuna>=4", "ray[tune]>=2.9"],
+        # Peers for the benchmarks' --peers (not needed to run or test hpc_hpo): Optuna (its GPSampler also
+        # needs torch), Ray Tune, scikit-optimize, and scikit-learn for bayes_quality.py's machine-learning
+        # tasks. HEBO pins numpy < 1.25: pip install --no-deps hebo, then gpytorch pymoo pandas disjoint-set.
+        "bench": ["optuna>=4", "ray[tune]>=2.9", "scikit-optimize>=0.10", "scikit-learn>=1.3"],
         # The report's tests open its HTML page in Debian's chromium through Selenium and chromedriver.
         "test": ["pytest>=7", "pytest-timeout>=2.1", "pandas>=2.0", "pyarrow>=14", "matplotlib>=3.7",
                  "tensorboard>=2.16", "selenium>=4.10", "mkdocs>=1.6"],

@@ -21,8 +21,9 @@ Methods (:data:`METHODS`):
   last batch is handed out (asking one point with the running ones as lies took 5 s a point).
 - ``hebo``: HEBO, asked one point whenever a worker is free (it has no notion of running points).
 
-Peers are optional (``pip install -e .[bench]``); a method whose package is missing raises
-ImportError naming it.
+Peers are optional (``pip install -e .[bench]``, and torch for Optuna's GPSampler; HEBO pins numpy <
+1.25, so ``pip install --no-deps hebo gpytorch pymoo pandas disjoint-set``); a method whose package is
+missing raises ImportError naming it.
 """
 
 from __future__ import annotations
