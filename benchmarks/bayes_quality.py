@@ -13,7 +13,7 @@ the best error reached instead of the regret).
 Every method runs with 8 asynchronous workers (and ours with 1 worker too), simulated in one process
 (:mod:`simulated_workers`): trial durations drawn from the seed, the same for every method, and every
 evaluation and every suggestion computed for real. Ours does what its MPI workers do (10 Sobol
-points, then each worker's own replica, the running points as pending, the look-ahead); peers are
+points, then each worker's own replica, the running points as pending); peers are
 asked one point whenever a worker is free, with the running trials left running (Optuna) or told as
 lies (scikit-optimize); HEBO has no notion of running points. ``--mpi`` adds real runs of ours under
 ``mpirun -n 9 --oversubscribe`` (each evaluation sleeps ``--sleep`` s so that workers overlap) and in
@@ -148,11 +148,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--peers", default="", help="comma-separated: optuna-gp,optuna-tpe,skopt-gp,hebo, or all")
+    parser.add_argument("--peers", default="", help="comma-separated: optuna-gp,optuna-tpe,skopt-gp,hebo, or all; "
+                                                    "hpc_hpo-lookahead for ours with lookahead = true")
     parser.add_argument("--mpi", action="store_true", help="also run ours for real under mpirun and in one process")
     parser.add_argument("--sleep", type=float, default=0.05, help="with --mpi: seconds each evaluation sleeps")
     args = parser.parse_args()
-    peers = ["optuna-gp", "optuna-tpe", "skopt-gp", "hebo"] if args.peers == "all" else \
+    peers = ["hpc_hpo-lookahead", "optuna-gp", "optuna-tpe", "skopt-gp", "hebo"] if args.peers == "all" else \
         [p for p in args.peers.split(",") if p]
     half, w = args.budget // 2, args.workers
     ours = f"hpc_hpo, {w} workers"

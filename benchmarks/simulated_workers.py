@@ -11,9 +11,9 @@ Methods (:data:`METHODS`):
 - ``hpc_hpo``: what the workers of ``mpirun -n workers+1 python -m hpc_hpo run`` do, step for step:
   10 Sobol points from the phase's stream, then each worker has its own replica
   (:class:`BayesSuggester`, seeded as on MPI), told every result that finished before its step and
-  the points running elsewhere; with ``lookahead`` (the default, as in a bayes phase) it prepares
-  its next step while its trial runs, with that trial as pending, and folds in what finished
-  meanwhile when the trial ends.
+  the points running elsewhere. ``hpc_hpo-lookahead``: with a bayes phase's ``lookahead = true``,
+  each worker prepares its next step while its trial runs, with that trial as pending, and folds
+  in what finished meanwhile when the trial ends.
 - ``hpc_hpo-random``: our random search.
 - ``optuna-gp`` / ``optuna-tpe``: Optuna's GPSampler / TPESampler (constant liar), asked one point
   whenever a worker is free, the other workers' trials left running in the study.
@@ -69,7 +69,7 @@ class Method:
 
 
 class HpcHpo(Method):
-    def __init__(self, problem, seed, workers, lookahead: bool = True, options: dict | None = None):
+    def __init__(self, problem, seed, workers, lookahead: bool = False, options: dict | None = None):
         super().__init__(problem, seed, workers)
         self.initial = SobolStrategy(self.space, {}, np.random.default_rng([seed, 1]))
         ranks = range(1, workers + 1) if workers > 1 else [0]
@@ -218,7 +218,7 @@ class Hebo(Method):
 
 METHODS: dict[str, Callable[..., Method]] = {
     "hpc_hpo": HpcHpo,
-    "hpc_hpo-no-lookahead": lambda problem, seed, workers: HpcHpo(problem, seed, workers, lookahead=False),
+    "hpc_hpo-lookahead": lambda problem, seed, workers: HpcHpo(problem, seed, workers, lookahead=True),
     "hpc_hpo-random": Random,
     "optuna-gp": lambda problem, seed, workers: Optuna(problem, seed, workers, "gp"),
     "optuna-tpe": lambda problem, seed, workers: Optuna(problem, seed, workers, "tpe"),

@@ -37,14 +37,14 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=1.0)
     parser.add_argument("--problem", default="hartmann6")
     parser.add_argument("--not-sequential", action="store_true")
-    parser.add_argument("--no-lookahead", action="store_true", help="choose each point after the trial before it ends")
+    parser.add_argument("--lookahead", action="store_true", help="prepare each step while the trial before it runs")
     parser.add_argument("--keep", type=Path, help="write the experiment and results file here (default: a temporary folder)")
     args = parser.parse_args()
 
     sequential = "false" if args.not_sequential else "true"
     phases = (f'[[phase]]\nstrategy = "sobol"\ntrials = {args.initial}\n\n[[phase]]\nstrategy = "bayes"\n'
               f"trials = {args.trials - args.initial}\nsequential = {sequential}\n"
-              f"lookahead = {'false' if args.no_lookahead else 'true'}\n")
+              f"lookahead = {'true' if args.lookahead else 'false'}\n")
     with tempfile.TemporaryDirectory() as tmp:
         cwd = args.keep or Path(tmp)
         cwd.mkdir(parents=True, exist_ok=True)

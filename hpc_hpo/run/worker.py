@@ -154,7 +154,8 @@ class Worker:
         if self.stop_request is not None and self.stop_request.requested:
             raise TrialAbandoned
         params = task.params if task.suggest is None else self.choose(task)
-        if task.suggest is not None and not task.segment and self.config.phases[task.phase - 1].options.get("lookahead", True):
+        options = self.config.phases[task.phase - 1].options
+        if task.suggest is not None and not task.segment and options.get("lookahead", False):
             self._look_ahead(task, params)
         experiment, stopping = self.config.experiment, self.config.stopping
         context = TrialContext(

@@ -18,7 +18,7 @@ from ..bayes_options import ACQUISITIONS, DEFAULTS
 from ..space import Space
 from .base import Point, Strategy
 
-DEFAULT_OPTIONS: dict[str, Any] = {**DEFAULTS, "sequential": True, "lookahead": True}
+DEFAULT_OPTIONS: dict[str, Any] = {**DEFAULTS, "sequential": True, "lookahead": False}
 
 
 def _number(options: Mapping[str, Any], key: str, where: str, positive: bool) -> float:
