@@ -131,13 +131,16 @@ class ResultsWriter:
         writer._waiting = list(waiting)
         try:
             with writing(writer.path):
-                writer._write_running()
+                # Until swmr_mode is on, a kill leaves a file that HDF5 opens for nobody (not even a SWMR
+                # reader) without h5clear: so only the attributes, which SWMR cannot change, come first.
                 for key, value in (attrs or {}).items():
                     if key not in ("space", "created", "format_version"):
                         file.attrs[key] = value
                 file.attrs["hpc_hpo_version"] = __version__
                 file.flush()
                 file.swmr_mode = True
+                writer._write_running()
+                file.flush()
         except ResultsWriteError:
             writer.abandon()
             raise
