@@ -258,8 +258,8 @@ class Worker:
 
     def _look_ahead(self, task: Task, params: dict) -> None:
         """Prepare the next Bayesian step in a helper thread while this trial runs, with the trial itself and the
-        points running elsewhere as pending (:meth:`BayesSuggester.prepare`): the next step then only folds in
-        what finished meanwhile. The next step waits for it, so the same seed gives the same points."""
+        points running elsewhere as pending (:meth:`BayesSuggester.prepare`): the next step then folds in what
+        finished meanwhile. The next step waits for it, so the same seed gives the same points."""
         pending = [*task.suggest[1], params]
         options = self.config.phases[task.phase - 1].options
         self._lookahead = threading.Thread(target=self._suggester.prepare, args=(pending, options),
