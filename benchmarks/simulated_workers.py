@@ -28,6 +28,7 @@ missing raises ImportError naming it.
 
 from __future__ import annotations
 
+import abc
 import heapq
 import math
 import time
@@ -49,7 +50,7 @@ def durations(seed: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 12345]).uniform(0.5, 1.5, size=n)
 
 
-class Method:
+class Method(abc.ABC):
     """One optimiser as the simulation drives it: ``ask(worker, pending)`` a point, ``tell`` its value."""
 
     def __init__(self, problem: str, seed: int, workers: int):
@@ -58,8 +59,9 @@ class Method:
         self.space = parse_space(self.spec)
         self.seconds = 0.0  # time spent choosing points (the critical path of a worker)
 
+    @abc.abstractmethod
     def ask(self, worker: int, pending: list[dict]) -> dict:
-        raise NotImplementedError
+        """The point ``worker`` evaluates next, with ``pending`` running on the others."""
 
     def tell(self, worker: int, params: dict, value: float) -> None:
         pass
