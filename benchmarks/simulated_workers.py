@@ -28,7 +28,6 @@ missing raises ImportError naming it.
 
 from __future__ import annotations
 
-import abc
 import heapq
 import math
 import time
@@ -50,7 +49,7 @@ def durations(seed: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 12345]).uniform(0.5, 1.5, size=n)
 
 
-class Method(abc.ABC):
+class Method:
     """One optimiser as the simulation drives it: ``ask(worker, pending)`` a point, ``tell`` its value."""
 
     def __init__(self, problem: str, seed: int, workers: int):
@@ -59,9 +58,8 @@ class Method(abc.ABC):
         self.space = parse_space(self.spec)
         self.seconds = 0.0  # time spent choosing points (the critical path of a worker)
 
-    @abc.abstractmethod
     def ask(self, worker: int, pending: list[dict]) -> dict:
-        """The point ``worker`` evaluates next, with ``pending`` running on the others."""
+        raise NotImplementedError
 
     def tell(self, worker: int, params: dict, value: float) -> None:
         pass
