@@ -58,7 +58,9 @@ def run_command(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] |
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\nstdout:\n{out}\nstderr:\n{err}")
-    return Completed(proc.returncode, out, err)
+    # Open MPI's prterun ends each help message it prints (the MPI_ABORT box among them) with a NUL byte, which can
+    # land at the start of the next line a rank printed: invisible on a terminal, but not what a line check expects.
+    return Completed(proc.returncode, out.replace("\0", ""), err.replace("\0", ""))
 
 
 def mpirun_command(ranks: int, args: list[str]) -> list[str]:
