@@ -10,8 +10,12 @@ Bayesian trials: the worker chooses the point. The scheduler keeps every finishe
 ``history`` and, per worker, how much of it that worker has seen; a Bayesian task carries
 only the unseen part and the points running elsewhere, so the master's work per result does
 not grow with the history. The worker reports its point (``TrialStarted``) before it
-evaluates it. With ``sequential = true`` (the default) no two workers choose at once, so each
-choice sees every pending point and workers never propose the same point.
+evaluates it. With ``sequential = true`` (the default) no two of ``WORKERS_PER_CHOOSER`` workers choose at
+once (with 64 workers or fewer, no two at all), so each choice sees (nearly) every pending point and
+workers do not propose the same point. A task carries at most
+``MAX_PENDING`` pending points, those whose points were chosen last: with thousands of workers, every
+running point in every task would make the master's work per result, and the worker's GP,
+grow with the number of workers.
 
 Repeats: each point of a phase with ``repeats = r`` is evaluated r times, on different
 workers where possible. Repeat 0 is the trial that proposed it; its id is the ``group``.
@@ -36,9 +40,11 @@ nothing more is handed out, results still arriving are recorded, running trials 
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
@@ -49,10 +55,22 @@ from ..results.records import DONE, FAILED, PRUNED, RUNNING, TrialRecord
 from ..search.pbt import Finished, Population, Segment
 from ..search.stopping import NoStopping, Report, StoppingRule, make_rule
 from ..search.strategies import STRATEGIES, Strategy
+from .observations import ObservationLog, Packed, pickled
 from .protocol import Result
 
 #: Near a deadline, the next trial is expected to take the longest of the recent ones times
 #: (1 + DURATION_SLACK), plus DURATION_SLACK_SECONDS.
+#: The most pending points a Bayesian task carries (those chosen last): the master's work per task and the size
+#: of the worker's GP stay bounded at any number of workers.
+MAX_PENDING = 256
+#: In sequential mode one worker per this many chooses at a time: with up to this many workers no two choose at once;
+#: with thousands, choosing one at a time would cap the search at one point per Bayesian step (~20 a second).
+WORKERS_PER_CHOOSER = 64
+#: ``sequential = "auto"``: enough workers may choose at once that choosing is busy at most this fraction of the time
+#: (from the run's mean step and trial times): a worker then rarely waits for another's step.
+CHOOSING_LOAD = 0.5
+#: Weight of the newest value in the running means of step and trial times.
+AVERAGE_WEIGHT = 0.1
 DURATION_SLACK = 0.1
 DURATION_SLACK_SECONDS = 1.0
 
@@ -95,11 +113,15 @@ class EpochReported(NamedTuple):
 # --- instructions: what the driver must do -------------------------------------------------
 
 
+def _average(mean: float | None, value: float) -> float:
+    return value if mean is None else (1 - AVERAGE_WEIGHT) * mean + AVERAGE_WEIGHT * value
+
+
 class Suggest(NamedTuple):
     """What a worker needs to choose a Bayesian point: unseen results and running points."""
 
-    observations: list  # [(params, value or None if failed)] the worker has not seen yet
-    pending: list  # [params] evaluated elsewhere right now or queued as repeats
+    observations: Sequence  # [(params, value or None if failed)] the worker has not seen yet (Packed)
+    pending: Sequence  # [params] evaluated elsewhere right now or queued as repeats (Packed)
 
 
 class Dispatch(NamedTuple):
@@ -234,7 +256,13 @@ class Scheduler:
     #: Every finished trial as (params, value or None), in order: what Bayesian workers learn from. With a
     #: stopping rule, (params, value or None, values at the rungs reached [+ the final value if it ran to the end]).
     history: list[tuple] = field(default_factory=list, init=False)
+    _packed_history: ObservationLog = field(default_factory=ObservationLog, init=False)
     _seen: dict[int, int] = field(default_factory=dict, init=False)
+    #: The points of the running trials (trial id -> params pickled), in the order they became known.
+    _pending_points: dict[int, bytes] = field(default_factory=dict, init=False)
+    #: Running means of the Bayesian step and of the trial (seconds); None before the first.
+    _step_seconds: float | None = field(default=None, init=False)
+    _trial_seconds: float | None = field(default=None, init=False)
     _choosing: set[int] = field(default_factory=set, init=False)
     _idle: deque = field(default_factory=deque, init=False)
     _repeats: deque = field(default_factory=deque, init=False)
@@ -323,7 +351,7 @@ class Scheduler:
             if record.segment:
                 self._count(record)
                 continue
-            self.history.append(self._observation(record))
+            self._learn(record)
             self._count(record)
             if 1 <= record.phase <= len(self.phases):
                 phase = self.phases[record.phase - 1]
@@ -384,6 +412,9 @@ class Scheduler:
             raise RuntimeError(f"rank {event.rank} chose a point for trial {event.trial_id}, but it was running {trial!r}")
         trial = trial._replace(params=event.params, suggest_seconds=event.suggest_seconds)
         self.running[event.rank] = trial
+        self._pending_points[trial.trial_id] = pickled(trial.params)
+        if event.suggest_seconds > 0:
+            self._step_seconds = _average(self._step_seconds, event.suggest_seconds)
         self._choosing.discard(event.rank)
         if trial.segment:
             self.phases[trial.phase - 1].population.chosen(trial.member, event.params)
@@ -402,6 +433,11 @@ class Scheduler:
             return []
         return [Judge(event.rank, event.trial_id, event.epoch, decision.stop)]
 
+    def _learn(self, record: TrialRecord) -> None:
+        observation = self._observation(record)
+        self.history.append(observation)
+        self._packed_history.append(observation)
+
     def _observation(self, record: TrialRecord) -> tuple:
         """What Bayesian workers learn from a finished trial (see ``history``)."""
         value = record.value if record.status == DONE else None
@@ -416,6 +452,7 @@ class Scheduler:
         trial = self.running.pop(rank, None)
         if trial is None or trial.trial_id != result.trial_id or trial.params is None:
             raise RuntimeError(f"rank {rank} returned trial {result.trial_id}, but it was running {trial!r}")
+        self._pending_points.pop(trial.trial_id, None)
         status = result.status or (FAILED if result.error else DONE)
         value = result.value if status in (DONE, PRUNED) else None
         record = trial._replace(status=status, t_start=result.t_start, t_end=result.t_end, value=value,
@@ -423,7 +460,9 @@ class Scheduler:
                                 epochs=result.epochs, checkpoint_mb=result.checkpoint_mb)
         if trial.segment:
             return self._on_segment(record, result, now)
-        self.history.append(self._observation(record))
+        self._learn(record)
+        if result.t_end > result.t_start:
+            self._trial_seconds = _average(self._trial_seconds, result.t_end - result.t_start)
         if now >= trial.t_submit:  # on the master's clock, from hand-out to result: the step and the messages too
             self._durations.append(now - trial.t_submit)
         self._count(record)
@@ -512,9 +551,18 @@ class Scheduler:
             instructions.append(StopWorker(rank, self.exit_code))
 
     def _wake_idle(self, now: float, instructions: list) -> None:
-        """Offer work to the free workers, longest waiting first; those still without wait on."""
+        """Offer work to the free workers, longest waiting first; those still without wait on.
+
+        Once one waits on, so would the others (what there is to hand out does not depend on the worker,
+        but for repeats, which go to other workers where possible): the rest are not asked, so a result
+        costs the same with thousands of workers waiting for a Bayesian step as with none.
+        """
         for _ in range(len(self._idle)):
-            self._assign(self._idle.popleft(), now, instructions)
+            rank = self._idle.popleft()
+            self._assign(rank, now, instructions)
+            if self._idle and self._idle[-1] == rank and not self._repeats:
+                self._idle.appendleft(self._idle.pop())  # it keeps its place at the head of the queue
+                break
 
     def _more_work_may_come(self) -> bool:
         if self._stopping:
@@ -541,8 +589,9 @@ class Scheduler:
                     break  # the population waits (for a generation, or for the last members)
                 return self._dispatch_segment(phase, segment, rank, now)
             if phase.strategy.suggests_on_worker:
-                if phase.config.options.get("sequential", True) and self._choosing:
-                    break  # another worker is choosing: wait for its point, then choose knowing it
+                sequential = phase.config.options.get("sequential", True)
+                if sequential and len(self._choosing) >= self._choosers(sequential):
+                    break  # others are choosing: wait for a point, then choose knowing it
                 return self._dispatch_suggest(phase, rank, now)
             params = phase.strategy.ask()
             if params is None:  # the strategy ran dry before its budget: drop the rest of it
@@ -555,11 +604,23 @@ class Scheduler:
         repeat = self._take_repeat(rank, other_workers_only=False)
         return None if repeat is None else self._dispatch_repeat(repeat, rank, now)
 
+    def _choosers(self, sequential: bool | str) -> int:
+        """How many workers may choose a Bayesian point at once: one per WORKERS_PER_CHOOSER workers; with
+        ``"auto"`` more when choosing one after another would make workers wait (see ``CHOOSING_LOAD``)."""
+        workers = len(self.hosts)
+        least = -(-workers // WORKERS_PER_CHOOSER)
+        if sequential != "auto" or self._step_seconds is None or self._trial_seconds is None:
+            return least
+        needed = math.ceil(workers * self._step_seconds / (CHOOSING_LOAD * self._trial_seconds))
+        return max(least, min(workers, needed))
+
     def _start(self, rank: int, now: float, **fields) -> TrialRecord:
         """A trial running on ``rank`` from ``now`` (its host and GPUs filled in), recorded as that worker's."""
         trial = TrialRecord(status=RUNNING, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
                             gpus=self.gpus.get(rank, ""), **fields)
         self.running[rank] = trial
+        if trial.params is not None:
+            self._pending_points[trial.trial_id] = pickled(trial.params)
         return trial
 
     def _new_trial(self, phase: PhaseRun, rank: int, params: dict | None, now: float) -> TrialRecord:
@@ -574,12 +635,12 @@ class Scheduler:
 
     def _dispatch_suggest(self, phase: PhaseRun, rank: int, now: float) -> Dispatch:
         seen = self._seen[rank]
-        observations = self.history[seen:]
+        observations = self._packed_history.since(seen)  # pickled once each: a join, however many workers
         self._seen[rank] = len(self.history)
-        pending = [t.params for t in self.running.values() if t.params is not None]
-        pending += [r.params for r in self._repeats]
+        pending = list(islice(reversed(self._pending_points.values()), MAX_PENDING))
+        pending += [pickled(r.params) for r in islice(self._repeats, MAX_PENDING)]
         self._choosing.add(rank)
-        return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, pending))
+        return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, Packed.of(pending)))
 
     def _dispatch_segment(self, phase: PhaseRun, segment: Segment, rank: int, now: float) -> Dispatch:
         phase.issued += 1

@@ -262,3 +262,31 @@ def test_resuming_writes_the_trials_to_run_again_back_as_it_opens_the_file(tmp_p
     assert [(r["trial_id"], r["status"]) for r in rows] == [(4, "running"), (5, "running")]
     with h5py.File(path, "r", swmr=True) as file:
         assert [bytes(s) for s in file["running"]["status"]] == [b"", b"", b"", b"running", b"running"]
+
+
+@pytest.mark.parametrize("slots", [40, 2000])  # a few changes among 40 slots: one span written; among 2,000: the rows
+def test_running_slots_and_waiting_trials_stay_exact_when_a_flush_writes_only_what_changed(tmp_path, slots):
+    """A flush writes only the slots changed since the last one (thousands of workers): after any mix of changes,
+    /running holds exactly each slot's last state, then the waiting trials, then free rows."""
+    path = tmp_path / "r.h5"
+    writer = create(path, slots=slots)
+    rng = np.random.default_rng(5)
+    state: list = [None] * slots
+    waiting: list = []
+    ids = iter(range(1000))
+    for _ in range(60):
+        for _ in range(int(rng.integers(0, 6))):
+            slot = int(rng.integers(slots))
+            state[slot] = None if rng.random() < 0.3 else record(next(ids), status=RUNNING, rank=slot + 1)
+            writer.set_running(slot, state[slot])
+        if rng.random() < 0.2:
+            waiting = [record(next(ids), status=RUNNING) for _ in range(int(rng.integers(0, 5)))]
+            writer.set_waiting(waiting)
+        writer.flush()
+        with h5py.File(path, "r", swmr=True) as file:
+            rows = file["running"][:]
+        expected = [None if s is None else s.trial_id for s in state] + [w.trial_id for w in waiting]
+        assert len(rows) >= len(expected)
+        got = [int(r["trial_id"]) if r["status"] == RUNNING.encode() else None for r in rows]
+        assert got == expected + [None] * (len(rows) - len(expected))
+    writer.close(exit_code=0, trials=0)

@@ -238,6 +238,27 @@ def test_bayesian_tasks_carry_only_unseen_results_and_the_points_running_elsewhe
     assert {p["x"] for p in suggest.pending} == {d.pending[2].trial.params["x"], d.pending[3].trial.params["x"]}
 
 
+def test_a_bayesian_task_carries_the_pending_points_chosen_last_up_to_the_limit(monkeypatch):
+    """With thousands of workers every running point in every task would make the master's work per result grow
+    with the workers: a task carries the MAX_PENDING points that became known last, and none that finished."""
+    import hpc_hpo.run.scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "MAX_PENDING", 3)
+    workers = tuple(range(1, 7))
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=20, random_first=6)), workers=workers)
+    order = sorted(workers, key=lambda r: d.pending[r].trial.trial_id)  # the random points, in the order handed out
+    d.finish(order[0])
+    rank, suggest = d.suggests[-1]
+    assert [p["x"] for p in suggest.pending] == [d.pending[r].trial.params["x"] for r in reversed(order[-3:])]
+    d.choose(rank)
+    d.finish(order[-1])  # the last-handed-out random point finishes: it is no longer pending
+    d.choose(d.suggests[-1][0])
+    later = d.suggests[-1][1]
+    assert [p["x"] for p in later.pending] == [d.pending[rank].trial.params["x"],
+                                                d.pending[order[-2]].trial.params["x"],
+                                                d.pending[order[-3]].trial.params["x"]]
+
+
 def test_the_chosen_point_is_shown_as_running_and_recorded():
     d = BayesDriver(Scheduler.from_config(bayes_config(trials=2, random_first=1)), workers=(1,))
     d.run_all()
@@ -255,6 +276,32 @@ def test_sequential_suggestions_wait_for_the_point_being_chosen():
     d.choose(1)  # rank 1's point is known: now rank 2 chooses, knowing it
     rank, suggest = d.suggests[-1]
     assert rank == 2 and d.pending[1].trial.params in suggest.pending
+
+
+def test_sequential_with_thousands_of_workers_lets_one_per_64_choose_at_once():
+    """Choosing one at a time would cap a 4,096-worker search at one point per step: 130 workers, 3 at once."""
+    workers = tuple(range(1, 131))
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=300, random_first=130)), workers=workers)
+    for rank in workers[:10]:
+        d.finish(rank)  # ten free workers, but only three may choose
+    assert [r for r, _ in d.suggests] == list(workers[:3]) and all(r not in d.pending for r in workers[3:10])
+    d.choose(2)  # one point known: one more worker chooses, knowing it
+    assert [r for r, _ in d.suggests] == list(workers[:4])
+    assert d.pending[2].trial.params in d.suggests[-1][1].pending
+
+
+def test_auto_sequential_lets_as_many_choose_as_keep_choosing_half_busy():
+    """Steps of 0.25 s and trials of 0.5 s with 8 workers: one at a time would keep choosing busy 4 times over;
+    with "auto", 8 x 0.25 / (0.5 x 0.5) = 8 may choose at once. Before any step is timed: one at a time."""
+    workers = tuple(range(1, 9))
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=40, random_first=8, sequential="auto")), workers=workers)
+    d.finish(1)  # the driver's trials take 0.5 s
+    d.finish(2)
+    assert [r for r, _ in d.suggests] == [1]  # no step timed yet: one at a time
+    d.choose(1)  # a step of 0.25 s
+    for rank in workers[2:]:
+        d.finish(rank)
+    assert sorted(r for r, _ in d.suggests) == list(range(1, 9))  # all seven others choose at once
 
 
 def test_without_sequential_every_free_worker_chooses_at_once():

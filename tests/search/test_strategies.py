@@ -183,7 +183,7 @@ class TestBayes(StrategyContract):
         ({"xi": -0.1}, r"phase\[1\].xi: must be >= 0 \(got -0.1\)"),
         ({"kappa": 0}, r"phase\[1\].kappa: must be > 0 \(got 0\)"),
         ({"kappa": "big"}, r"phase\[1\].kappa: must be a number \(got 'big'\)"),
-        ({"sequential": "yes"}, r"phase\[1\].sequential: must be true or false"),
+        ({"sequential": "yes"}, r"phase\[1\].sequential: must be true, false or \"auto\" \(got 'yes'\)"),
         ({"lookahead": 1}, r"phase\[1\].lookahead: must be true or false \(got 1\)"),
     ])
     def test_bad_options(self, options, message):

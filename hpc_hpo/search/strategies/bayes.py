@@ -48,9 +48,10 @@ class BayesStrategy(Strategy):
                               f"(got {resolved['acquisition']!r})")
         resolved["xi"] = _number(resolved, "xi", where, positive=False)
         resolved["kappa"] = _number(resolved, "kappa", where, positive=True)
-        for flag in ("sequential", "lookahead"):
-            if not isinstance(resolved[flag], bool):
-                raise ConfigError(f"{where}.{flag}: must be true or false (got {resolved[flag]!r})")
+        if not isinstance(resolved["lookahead"], bool):
+            raise ConfigError(f"{where}.lookahead: must be true or false (got {resolved['lookahead']!r})")
+        if not isinstance(resolved["sequential"], bool) and resolved["sequential"] != "auto":
+            raise ConfigError(f"{where}.sequential: must be true, false or \"auto\" (got {resolved['sequential']!r})")
         return resolved
 
     def ask(self) -> Point | None:

@@ -1,0 +1,194 @@
+"""The master at thousands of workers: its cost per result and the utilisation it allows. A table, not a test.
+
+    python benchmarks/scale.py                          # N = 8 .. 16,384, random and Bayesian phases
+    python benchmarks/scale.py --workers 8 64 --rounds 3
+    python benchmarks/scale.py --real 64 --trial 2      # one run on the wall clock, to set beside mpirun's
+
+The real master loop (scheduler, HDF5 writer with its flushes, progress) runs against N
+workers simulated in this process (:mod:`hpc_hpo.run.simulation`): every message is pickled
+both ways as over MPI, every result is written to a real results file. Trial durations are
+drawn from a log-normal around the trial length (sigma 0.3). Bayesian tasks carry what they
+carry in a job (the observations the worker has not seen and the pending points); the simulated
+worker takes as long to choose as our GP step takes with that history and that many pending
+points (measured here first, on one core: the "step model"), then answers with a random point.
+
+Per N and phase:
+  * master CPU per result, and the results per second it could absorb (1 / that), from a run
+    where the master is busy all the time (the virtual clock only moves when it works);
+  * the bytes a task carries, and for Bayesian tasks the pending points and observations;
+  * worker utilisation for 1 s, 10 s and 60 s trials: time in trials over time in trials plus
+    each worker's gap before a trial (the master's queue, the message, another worker's
+    choice, the Bayesian step), on the virtual clock that the master's real CPU time drives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from functions import PROBLEMS  # noqa: E402
+
+from hpc_hpo.config import parse_config  # noqa: E402
+from hpc_hpo.results.reader import read_results  # noqa: E402
+from hpc_hpo.results.writer import ResultsWriter  # noqa: E402
+from hpc_hpo.run.master import MasterLoop  # noqa: E402
+from hpc_hpo.run.options import RunOptions  # noqa: E402
+from hpc_hpo.run.protocol import Hello  # noqa: E402
+from hpc_hpo.run.simulation import SimulatedCluster  # noqa: E402
+from hpc_hpo.search.gp.suggester import BayesSuggester  # noqa: E402
+from hpc_hpo.search.space import parse_space  # noqa: E402
+
+H6 = PROBLEMS["hartmann6"]
+SPACE = {name: spec for name, spec in H6["space"].items()}
+
+
+def experiment(strategy: str, trials: int, workers: int, options: dict) -> dict:
+    phases = [{"strategy": "random", "trials": trials}] if strategy == "random" else [
+        {"strategy": "sobol", "trials": min(workers, trials // 4)},
+        {"strategy": "bayes", "trials": trials - min(workers, trials // 4), **options}]
+    return {"experiment": {"objective": "functions.py:hartmann6", "seed": 1, "max_initial_failures": 0},
+            "space": SPACE, "phase": phases}
+
+
+class StepModel:
+    """Seconds our Bayesian step takes with n observations and p pending points (6-D, one core): measured
+    at a few sizes, interpolated in log-log."""
+
+    SIZES = (20, 100, 400, 1000, 2000, 4000)
+    PENDING = (1, 8, 64, 512)
+
+    def __init__(self, quick: bool = False):
+        space = parse_space(SPACE)
+        rng = np.random.default_rng(0)
+        sizes = self.SIZES[:3] if quick else self.SIZES
+        pending_sizes = self.PENDING[:3] if quick else self.PENDING
+        self.table = np.zeros((len(sizes), len(pending_sizes)))
+        with threadpool_limits(1):
+            for i, n in enumerate(sizes):
+                points = space.sample(rng, n)
+                suggester = BayesSuggester(space, True, np.random.default_rng(1))
+                suggester.update((p, H6["function"](p)) for p in points)
+                for j, p in enumerate(pending_sizes):
+                    pending = space.sample(rng, p)
+                    suggester.suggest(pending)  # the fit, once
+                    times = []
+                    for _ in range(3):
+                        extra = space.sample(rng, 1)[0]
+                        suggester.update([(extra, H6["function"](extra))])
+                        started = time.perf_counter()
+                        suggester.suggest(pending)
+                        times.append(time.perf_counter() - started)
+                    self.table[i, j] = statistics.median(times)
+        self.sizes, self.pending_sizes = np.log(sizes), np.log(pending_sizes)
+
+    def __call__(self, n: int, p: int) -> float:
+        x, y = math.log(max(n, 1)), math.log(max(p, 1))
+        i = int(np.clip(np.searchsorted(self.sizes, x) - 1, 0, len(self.sizes) - 2))
+        j = int(np.clip(np.searchsorted(self.pending_sizes, y) - 1, 0, len(self.pending_sizes) - 2))
+        tx = (x - self.sizes[i]) / (self.sizes[i + 1] - self.sizes[i])
+        ty = (y - self.pending_sizes[j]) / (self.pending_sizes[j + 1] - self.pending_sizes[j])
+        logs = np.log(self.table[i:i + 2, j:j + 2])
+        # bilinear in log-log, extrapolated linearly past the measured sizes
+        value = ((1 - tx) * (1 - ty) * logs[0, 0] + tx * (1 - ty) * logs[1, 0] + (1 - tx) * ty * logs[0, 1]
+                 + tx * ty * logs[1, 1])
+        return float(np.exp(value))
+
+    def print(self) -> None:
+        print("step model: seconds per Bayesian step (rows: observations; columns: pending points)")
+        print(f"{'':>8}" + "".join(f"{round(math.exp(p)):>10}" for p in self.pending_sizes))
+        for n, row in zip(self.sizes, self.table, strict=True):
+            print(f"{round(math.exp(n)):>8}" + "".join(f"{v:>10.4f}" for v in row))
+
+
+def simulate(workers: int, strategy: str, trials: int, trial_seconds: float, step, options: dict,
+             clock: str = "virtual", folder: Path | None = None):
+    """One run of the real master against ``workers`` simulated workers; (stats, results file)."""
+    config = parse_config(experiment(strategy, trials, workers, options))
+    space = config.space
+
+    def duration(rng):
+        return trial_seconds * rng.lognormal(-0.045, 0.3)
+
+    cluster = SimulatedCluster(workers, space, H6["function"], duration, step, clock=clock, seed=workers)
+    path = folder / f"{strategy}-{workers}-{trial_seconds:g}.h5"
+    writer = ResultsWriter.create(path, space, {"objective": "functions.py:hartmann6", "direction": "minimize",
+                                                "budget": config.budget}, slots=workers, overwrite=True)
+    writer.start_run(world_size=workers + 1, workers=workers, host="simulated")
+    hellos = [Hello(rank, f"node{(rank - 1) // 8}", 0) for rank in range(1, workers + 1)]
+    loop = MasterLoop(cluster, config, writer, hellos, RunOptions(progress="lines"))
+    loop.run()
+    return cluster.stats, path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[8, 64, 512, 4096, 16384])
+    parser.add_argument("--rounds", type=float, default=3, help="trials per worker in each run")
+    parser.add_argument("--min-trials", type=int, default=2000)
+    parser.add_argument("--strategies", nargs="+", default=["random", "bayes"])
+    parser.add_argument("--trial-seconds", type=float, nargs="+", default=[1.0, 10.0, 60.0])
+    parser.add_argument("--real", type=int, help="one run on the wall clock with this many workers")
+    parser.add_argument("--trial", type=float, default=2.0, help="trial seconds of --real")
+    parser.add_argument("--sequential", choices=["true", "false", "auto"], nargs="+", default=["true", "auto"],
+                        help="the bayes phase's sequential option(s) to run")
+    parser.add_argument("--quick-model", action="store_true", help="measure the step model at fewer sizes")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    step = StepModel(quick=args.quick_model)
+    step.print()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if args.real:
+            for strategy in args.strategies:
+                trials = max(int(args.rounds * args.real), 50)
+                started = time.monotonic()
+                options = {"sequential": {"true": True, "false": False, "auto": "auto"}[args.sequential[0]]}
+                stats, path = simulate(args.real, strategy, trials, args.trial, step, options, "real", folder)
+                run = read_results(path).runs[-1]
+                print(f"{strategy}: {args.real} workers, {args.trial:g} s trials, wall clock: {trials} trials in "
+                      f"{time.monotonic() - started:.1f} s; master CPU per result {1e3 * stats.master_cpu / trials:.3f} "
+                      f"ms (loop), {1e3 * run['master_cpu_seconds'] / trials:.3f} ms (/runs: process, simulation "
+                      f"included); utilisation {100 * stats.utilisation:.1f}%")
+            return
+        print()
+        header = (f"{'phase':>12} {'workers':>8} {'trials':>7} {'CPU/result':>11} {'results/s':>10} {'task bytes':>11} "
+                  f"{'pending':>8} {'observ.':>8}" + "".join(f"{f'util {t:g}s (step)':>17}" for t in args.trial_seconds))
+        print(header)
+        runs = [(s, {}) for s in args.strategies if s != "bayes"]
+        if "bayes" in args.strategies:
+            runs += [("bayes", {"sequential": {"true": True, "false": False, "auto": "auto"}[mode]})
+                     for mode in args.sequential]
+        for strategy, options in runs:
+            label = strategy if strategy != "bayes" else f"bayes/{str(options['sequential']).lower()}"
+            for workers in args.workers:
+                trials = max(int(args.rounds * workers), args.min_trials)
+                cells = []
+                first = None
+                for seconds in args.trial_seconds:
+                    stats, _ = simulate(workers, strategy, trials, seconds, step, options, "virtual", folder)
+                    first = first or stats
+                    total = stats.busy + sum(stats.gaps)
+                    cells.append(f"{100 * stats.utilisation:>8.2f}% ({100 * stats.steps / total:.1f})")
+                    sys.stdout.flush()
+                cost = first.master_cpu / first.trials
+                bayes = max(first.bayes_tasks, 1)
+                print(f"{label:>12} {workers:>8} {trials:>7} {1e3 * cost:>9.3f}ms {1 / cost:>10.0f} "
+                      f"{first.task_bytes / first.tasks:>11.0f} {first.pending / bayes:>8.0f} "
+                      f"{first.observations / bayes:>8.0f}" + "".join(cells))
+                sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

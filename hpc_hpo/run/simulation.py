@@ -1,0 +1,177 @@
+"""A cluster simulated in one process: the real master loop, N simulated workers behind a :class:`Comm`.
+
+For measuring the master where no allocation is at hand (``benchmarks/scale.py``): the master
+is the real one (scheduler, HDF5 writer, progress), and every message it sends or receives is
+pickled and unpickled as over MPI, so its costs are the ones it has in a job. The workers are
+events on a heap: a Task comes back as a Result after a trial duration drawn by ``duration``; a
+Bayesian Task first comes back as a Suggested, after ``step(observations, pending)`` seconds,
+with a random point of the space (the master never fits a GP; only the step's time matters to it).
+
+Two clocks:
+
+* ``"virtual"``: simulated time. The master's own work advances it by the CPU time the master
+  really spent (the workers' simulation is not counted), so a master that cannot keep up shows
+  as workers waiting. When every worker is busy the master jumps ahead to the next event. A
+  run of thousands of workers with 60-s trials takes the master's CPU time, not an hour.
+* ``"real"``: events fall due on the wall clock, and the master sleeps between them as in a
+  job: for comparing with a real ``mpirun`` run of the same shape.
+
+:attr:`SimulatedCluster.stats` says, per trial, how long its worker waited between sending a
+result and starting the next trial (the message, the master, another worker's choice, its own
+Bayesian step), the master's CPU time and the simulation's own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import EXIT_RESUMABLE
+from ..search.space import Space
+from .comm import Comm
+from .protocol import Bye, Result, Stop, Suggested, Task, decode, encode
+
+
+@dataclass
+class SimulationStats:
+    """What a simulated run measured (seconds of the simulation's clock unless named CPU)."""
+
+    trials: int = 0
+    busy: float = 0.0  # in the objective, summed over trials
+    gaps: list = field(default_factory=list)  # per trial: its worker's time from its last result to this trial's start
+    steps: float = 0.0  # Bayesian steps, summed
+    master_cpu: float = 0.0  # the master's CPU time between its first and last message
+    simulation_cpu: float = 0.0  # the workers' simulation (not the master's cost)
+    task_bytes: int = 0
+    tasks: int = 0
+    pending: int = 0  # pending points the Bayesian tasks carried, summed
+    observations: int = 0  # observations the Bayesian tasks carried, summed
+    bayes_tasks: int = 0
+    started: float | None = None  # the first task, on the simulation's clock
+    ended: float = 0.0  # the last result
+
+    @property
+    def utilisation(self) -> float:
+        """Time in trials over time in trials plus the gaps before them."""
+        total = self.busy + sum(self.gaps)
+        return self.busy / total if total else float("nan")
+
+
+class SimulatedCluster(Comm):
+    """``workers`` simulated workers (ranks 1..N) for a master in this process.
+
+    ``objective(params)`` gives a trial's value, ``duration(rng)`` its length in seconds,
+    ``step(observations, pending)`` the seconds a Bayesian step takes with that many observations
+    in the worker's history and that many points pending.
+    """
+
+    def __init__(self, workers: int, space: Space, objective: Callable[[dict], float],
+                 duration: Callable[[np.random.Generator], float],
+                 step: Callable[[int, int], float] = lambda observations, pending: 0.0,
+                 clock: str = "virtual", seed: int = 0):
+        if clock not in ("virtual", "real"):
+            raise ValueError(f"clock: 'virtual' or 'real' (got {clock!r})")
+        self.rank, self.size = 0, workers + 1
+        self.space, self.objective, self.duration, self.step = space, objective, duration, step
+        self.virtual = clock == "virtual"
+        self.rng = np.random.default_rng(seed)
+        self.stats = SimulationStats()
+        self._events: list = []  # (due, seq, source, tag, pickled payload)
+        self._seq = 0
+        self._origin = time.monotonic()
+        self._now = 0.0  # the simulation's clock (virtual mode): the master's time
+        self._cpu_mark: float | None = None  # process CPU time when the master last got control back
+        self._sim_cpu = 0.0
+        self._history = [0] * (workers + 1)  # observations each worker has seen
+        self._free_since = [0.0] * (workers + 1)  # when each worker sent its last result
+        self._first_message: float | None = None
+
+    # -- the clock ------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The simulation's time: virtual, or seconds since the cluster was made."""
+        return self._now if self.virtual else time.monotonic() - self._origin
+
+    def _master_ran(self) -> None:
+        """Advance the virtual clock by the CPU time the master spent since it last got control."""
+        cpu = time.process_time()
+        if self._cpu_mark is not None:
+            spent = max(0.0, cpu - self._cpu_mark - self._sim_cpu)
+            self.stats.master_cpu += spent
+            if self.virtual:
+                self._now += spent
+        self._sim_cpu = 0.0
+        self._cpu_mark = cpu
+
+    # -- the master's side ----------------------------------------------------------------
+
+    def send(self, message, dest: int) -> None:
+        tag, payload = encode(message)
+        data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)  # what mpi4py does on send
+        self._master_ran()
+        started = time.process_time()
+        self._worker_receives(dest, decode(tag, pickle.loads(data)), len(data))
+        self._sim_cpu += time.process_time() - started
+
+    def poll(self):
+        self._master_ran()
+        if not self._events:
+            return None
+        due = self._events[0][0]
+        if due > self.now():
+            if not self.virtual:
+                return None
+            self._now = due  # every worker is busy: the master waits for the next event
+        _, _, source, tag, data = heapq.heappop(self._events)
+        message = decode(tag, pickle.loads(data))  # the master's cost, as after an MPI receive
+        self.stats.ended = max(self.stats.ended, self.now())
+        return source, message
+
+    # -- the workers ----------------------------------------------------------------------
+
+    def _emit(self, due: float, source: int, message) -> None:
+        tag, payload = encode(message)
+        heapq.heappush(self._events, (due, self._seq, source, tag, pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)))
+        self._seq += 1
+
+    def _worker_receives(self, rank: int, message, size: int) -> None:
+        now = self.now()
+        kind = type(message)
+        if kind is Stop:
+            if message.exit_code == EXIT_RESUMABLE:
+                self._emit(now, rank, Bye(rank))
+            return
+        if kind is not Task:
+            return  # a Verdict: the simulated trials report no epochs
+        stats = self.stats
+        if stats.started is None:
+            stats.started = now
+        stats.tasks += 1
+        stats.task_bytes += size
+        start = now
+        params = message.params
+        if message.suggest is not None:
+            observations, pending = message.suggest
+            self._history[rank] += len(observations)
+            seconds = self.step(self._history[rank], len(pending))
+            stats.bayes_tasks += 1
+            stats.observations += len(observations)
+            stats.pending += len(pending)
+            stats.steps += seconds
+            start = now + seconds
+            params = self.space.sample(self.rng, 1)[0]
+            self._emit(start, rank, Suggested(message.trial_id, params, seconds))
+        seconds = float(self.duration(self.rng))
+        end = start + seconds
+        stats.trials += 1
+        stats.busy += seconds
+        stats.gaps.append(start - self._free_since[rank] if self._free_since[rank] else start - stats.started)
+        self._free_since[rank] = end
+        origin = time.time() - now  # rows get wall-clock-like times on the simulation's clock
+        self._emit(end, rank, Result(message.trial_id, float(self.objective(params)), {}, "", origin + start,
+                                     origin + end, "done"))
