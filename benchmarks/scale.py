@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py                          # N = 8 .. 16,384, random and Bayesian phases
     python benchmarks/scale.py --workers 8 64 --rounds 3
-    python benchmarks/scale.py --real 64 --trial 2      # one run on the wall clock, to set beside mpirun's
+    python benchmarks/scale.py --real 64 --trial 2      # the simulation on the wall clock beside a real mpirun
 
 The real master loop (scheduler, HDF5 writer with its flushes, progress) runs against N
 workers simulated in this process (:mod:`hpc_hpo.run.simulation`): every message is pickled
@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +61,11 @@ def experiment(strategy: str, trials: int, workers: int, options: dict) -> dict:
         {"strategy": "bayes", "trials": trials - min(workers, trials // 4), **options}]
     return {"experiment": {"objective": "functions.py:hartmann6", "seed": 1, "max_initial_failures": 0},
             "space": SPACE, "phase": phases}
+
+
+def sphere(params: dict) -> float:
+    """The simulated trials' value: cheap (the master's cost does not depend on it)."""
+    return sum((params[f"x{i}"] - 0.5) ** 2 for i in range(6))
 
 
 class StepModel:
@@ -120,7 +127,7 @@ def simulate(workers: int, strategy: str, trials: int, trial_seconds: float, ste
     def duration(rng):
         return trial_seconds * rng.lognormal(-0.045, 0.3)
 
-    cluster = SimulatedCluster(workers, space, H6["function"], duration, step, clock=clock, seed=workers)
+    cluster = SimulatedCluster(workers, space, sphere, duration, step, clock=clock, seed=workers)
     path = folder / f"{strategy}-{workers}-{trial_seconds:g}.h5"
     writer = ResultsWriter.create(path, space, {"objective": "functions.py:hartmann6", "direction": "minimize",
                                                 "budget": config.budget}, slots=workers, overwrite=True)
@@ -129,6 +136,53 @@ def simulate(workers: int, strategy: str, trials: int, trial_seconds: float, ste
     loop = MasterLoop(cluster, config, writer, hellos, RunOptions(progress="lines"))
     loop.run()
     return cluster.stats, path
+
+
+def compare_with_mpirun(args, step, folder: Path) -> None:
+    """``--real N``: the same search on the simulated cluster (wall clock) and under mpirun with N workers whose
+    trials sleep ``--trial`` seconds; the master's CPU per result of each, from the run's /runs row."""
+    from bayes_quality import write_experiment  # noqa: PLC0415 - only this mode runs mpirun
+
+    mpirun = Path(sys.executable).parent / "mpirun"
+    print(f"{args.real} workers, trials sleeping {args.trial:g} s; master CPU per result from /runs "
+          "(the whole master process: start-up to close)")
+    print(f"{'phase':>12} {'trials':>7} {'simulated':>10} {'mpirun':>10} {'sim. loop only':>15} {'util sim.':>10} "
+          f"{'util mpirun':>12}")
+    for strategy in args.strategies:
+        modes = [None] if strategy != "bayes" else args.sequential
+        for mode in modes:
+            options = {} if mode is None else {"sequential": {"true": True, "false": False, "auto": "auto"}[mode]}
+            trials = max(int(args.rounds * args.real), 50)
+            stats, path = simulate(args.real, strategy, trials, args.trial, step, options, "real", folder)
+            simulated = read_results(path)
+            sim_cpu = simulated.runs[-1]["master_cpu_seconds"] / trials
+            config = experiment(strategy, trials, args.real, options)
+            phases = "".join("[[phase]]\n" + "".join(f"{k} = {toml(v)}\n" for k, v in phase.items()) + "\n"
+                             for phase in config["phase"])
+            cwd = folder / f"mpirun-{strategy}-{mode}"
+            cwd.mkdir()
+            toml_path = write_experiment(cwd, "hartmann6", phases, seed=1, sleep=args.trial)
+            env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+            subprocess.run([str(mpirun), "-n", str(args.real + 1), "--oversubscribe", "--bind-to", "none",
+                            sys.executable, "-m", "hpc_hpo", "run", str(toml_path), "-q", "--overwrite"],
+                           cwd=cwd, env=env, check=True, timeout=3600)
+            real = read_results(cwd / "hartmann6-1.h5")
+            real_cpu = real.runs[-1]["master_cpu_seconds"] / trials
+            rows = real.records()
+            gaps = []
+            for rank in {r["rank"] for r in rows}:
+                mine = sorted((r for r in rows if r["rank"] == rank), key=lambda r: r["t_start"])
+                gaps += [b["t_start"] - a["t_end"] for a, b in zip(mine, mine[1:], strict=False)]
+            busy = sum(r["t_end"] - r["t_start"] for r in rows)
+            util = busy / (busy + sum(gaps))  # as the simulation counts it: each worker's gaps between its trials
+            label = strategy if mode is None else f"bayes/{mode}"
+            print(f"{label:>12} {trials:>7} {1e3 * sim_cpu:>8.3f}ms {1e3 * real_cpu:>8.3f}ms "
+                  f"{1e3 * stats.master_cpu / trials:>13.3f}ms {100 * stats.utilisation:>9.2f}% {100 * util:>11.2f}%")
+            sys.stdout.flush()
+
+
+def toml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
 
 
 def main() -> None:
@@ -151,16 +205,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.real:
-            for strategy in args.strategies:
-                trials = max(int(args.rounds * args.real), 50)
-                started = time.monotonic()
-                options = {"sequential": {"true": True, "false": False, "auto": "auto"}[args.sequential[0]]}
-                stats, path = simulate(args.real, strategy, trials, args.trial, step, options, "real", folder)
-                run = read_results(path).runs[-1]
-                print(f"{strategy}: {args.real} workers, {args.trial:g} s trials, wall clock: {trials} trials in "
-                      f"{time.monotonic() - started:.1f} s; master CPU per result {1e3 * stats.master_cpu / trials:.3f} "
-                      f"ms (loop), {1e3 * run['master_cpu_seconds'] / trials:.3f} ms (/runs: process, simulation "
-                      f"included); utilisation {100 * stats.utilisation:.1f}%")
+            compare_with_mpirun(args, step, folder)
             return
         print()
         header = (f"{'phase':>12} {'workers':>8} {'trials':>7} {'CPU/result':>11} {'results/s':>10} {'task bytes':>11} "

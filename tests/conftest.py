@@ -6,6 +6,7 @@ over, so a deadlock is a failed test, never a hung suite.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -27,6 +28,26 @@ REPO = Path(__file__).resolve().parent.parent
 def find_mpirun() -> str | None:
     local = BIN / "mpirun"
     return str(local) if local.exists() else shutil.which("mpirun")
+
+
+#: Where each MPI tells a rank its number (Open MPI; MPICH's Hydra and other PMI launchers).
+RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+@functools.cache
+def mpi_flavour() -> str:
+    """``"openmpi"`` or ``"mpich"``: whose ``mpirun`` the tests launch (the environment's: scripts/test.sh runs the
+    suite with Open MPI, scripts/test_mpich.sh its MPI tests again with MPICH)."""
+    mpirun = find_mpirun()
+    if mpirun is None:
+        return "none"
+    version = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30)
+    return "openmpi" if "Open MPI" in version.stdout + version.stderr else "mpich"
+
+
+def launcher_flags() -> list[str]:
+    """More ranks than cores, no binding: Open MPI must be told; MPICH's Hydra does both by default."""
+    return ["--oversubscribe", "--bind-to", "none"] if mpi_flavour() == "openmpi" else []
 
 
 def base_env() -> dict[str, str]:
@@ -67,8 +88,7 @@ def mpirun_command(ranks: int, args: list[str]) -> list[str]:
     mpirun = find_mpirun()
     if mpirun is None:
         pytest.fail("mpirun not found: install the test dependencies with scripts/test.sh")
-    return [mpirun, "-n", str(ranks), "--oversubscribe", "--bind-to", "none",
-            sys.executable, "-m", "hpc_hpo", *args]
+    return [mpirun, "-n", str(ranks), *launcher_flags(), sys.executable, "-m", "hpc_hpo", *args]
 
 
 def hpo(args: list[str], cwd: Path, ranks: int | None = None, timeout: float = 120,

@@ -18,7 +18,7 @@ SEARCH = '''
 import os, sys
 import hpc_hpo
 
-RANK = os.environ.get("OMPI_COMM_WORLD_RANK", "0")
+RANK = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0"))
 
 
 def objective(params):

@@ -11,6 +11,13 @@ out no trial that would not end before it, less ``--time-margin``. SLURM also se
 ``signal_lead`` seconds before the end (``--signal=B:USR1@...``), which the script passes on
 to the run: a backstop for trials that take longer than the ones before them.
 
+Layout: every node gets exactly one worker per GPU, the first one the master besides. SLURM is
+asked for ``--ntasks-per-node`` = GPUs + 1 on every node (``--ntasks`` alone would let it pack 8
+ranks on the first node and 1 on the second, sharing 4 GPUs and leaving 3 idle); the launcher
+starts ``nodes x GPUs + 1`` ranks filling nodes in order (``mpirun``'s default mapping by slot,
+``srun --distribution=block``), so the last task slot of each later node stays empty. PBS gets
+the same from ``select`` chunks with ``mpiprocs`` GPUs + 1 on the first node and GPUs on the others.
+
 ``jobscripts/slurm.sbatch`` and ``jobscripts/pbs.sh`` in the repository are this module's
 output for 2 nodes of 4 GPUs (a test keeps them so).
 """
@@ -51,14 +58,19 @@ class JobShape:
     @property
     def ranks(self) -> int:
         """One rank per GPU (or ``workers`` per node without GPUs), plus the master on the first node."""
-        return self.nodes * (self.gpus_per_node or self.workers) + 1
+        return self.nodes * self.per_node + 1
+
+    @property
+    def per_node(self) -> int:
+        """Workers per node: one per GPU, or ``workers`` on nodes without GPUs."""
+        return self.gpus_per_node or self.workers
 
     @property
     def command(self) -> str:
         launcher = self.launcher or ("mpirun" if self.scheduler == "slurm" else "mpiexec")
         args = f" {self.launcher_args}" if self.launcher_args else ""
         if launcher == "srun":
-            head = f"srun --kill-on-bad-exit=1{args}"
+            head = f"srun -n {self.ranks} --distribution=block --kill-on-bad-exit=1{args}"
         elif self.scheduler == "pbs":
             head = f"{launcher} -n {self.ranks} --hostfile \"$PBS_NODEFILE\"{args}"
         else:
@@ -171,7 +183,7 @@ def _slurm(shape: JobShape, made_by: str) -> str:
 # {shape.max_jobs}) until the search is complete; `python -m hpc_hpo status RESULTS` shows how it stands.
 #SBATCH --job-name={shape.job_name}
 #SBATCH --nodes={shape.nodes}
-#SBATCH --ntasks={shape.ranks}
+#SBATCH --ntasks-per-node={shape.per_node + 1}
 {gpus}#SBATCH --time={shape.time}
 #SBATCH --signal=B:USR1@{shape.signal_lead}
 #SBATCH --output={shape.job_name}-%j.out
@@ -185,7 +197,7 @@ def _pbs(shape: JobShape, made_by: str) -> str:
     hours = parse_duration(shape.time)
     walltime = f"{int(hours // 3600):02d}:{int(hours % 3600 // 60):02d}:{int(hours % 60):02d}"
     gpus = f":ngpus={shape.gpus_per_node}" if shape.gpus_per_node else ""
-    per_node = shape.gpus_per_node or shape.workers
+    per_node = shape.per_node
     select = f"1:ncpus={per_node + 1}{gpus}:mpiprocs={per_node + 1}"
     if shape.nodes > 1:
         select += f"+{shape.nodes - 1}:ncpus={per_node}{gpus}:mpiprocs={per_node}"

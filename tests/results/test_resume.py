@@ -21,7 +21,7 @@ from hpc_hpo.results.resume import inspect_file, previous_trials, recover
 from hpc_hpo.results.writer import ResultsWriter
 from hpc_hpo.search.space import parse_space
 
-from conftest import base_env, hpo, mpirun_command, run_command, write_experiment
+from conftest import RANK_VARS, base_env, hpo, mpirun_command, run_command, write_experiment
 from experiments import OBJECTIVE, experiment, header
 
 SLOW = """
@@ -75,8 +75,9 @@ def rank_pids(tag: str) -> dict[int, int]:
         except OSError:
             continue
         for item in env:
-            if item.startswith(b"OMPI_COMM_WORLD_RANK="):
-                ranks[int(item.split(b"=")[1])] = pid
+            name, _, value = item.partition(b"=")
+            if name.decode(errors="replace") in RANK_VARS:
+                ranks[int(value)] = pid
     return ranks
 
 
@@ -533,7 +534,7 @@ def test_a_killed_worker_ends_the_job_promptly_and_resume_recovers(tmp_path):
 
 
 def test_an_objective_that_fails_to_import_on_one_worker_stops_every_rank(tmp_path):
-    objective = "import os\nif os.environ.get('OMPI_COMM_WORLD_RANK') == '2':\n    raise ImportError('no GPU driver here')\n" \
+    objective = "import os\nif os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK')) == '2':\n    raise ImportError('no GPU driver here')\n" \
                 + OBJECTIVE
     write_experiment(tmp_path, experiment(trials=3), objective)
     started = time.monotonic()

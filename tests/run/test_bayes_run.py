@@ -62,7 +62,7 @@ def test_one_rank_is_bit_for_bit_reproducible(tmp_path):
 
 MODULES = """
 import atexit, os, sys
-rank = os.environ.get("OMPI_COMM_WORLD_RANK", "0")
+rank = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0"))
 atexit.register(lambda: open(f"modules-{rank}.txt", "w").write("\\n".join(sorted(sys.modules))))
 from hpc_hpo.cli import main
 sys.exit(main(sys.argv[1:]))

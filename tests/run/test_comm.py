@@ -9,7 +9,7 @@ import time
 from hpc_hpo.run.comm import Backoff, LocalComm, launched_by_mpi
 from hpc_hpo.run.protocol import Bye, Stop, Task
 
-from conftest import base_env, find_mpirun, run_command
+from conftest import base_env, find_mpirun, launcher_flags, run_command
 
 
 def test_local_comm_hands_a_message_to_the_worker_at_once_and_queues_its_answers():
@@ -81,7 +81,7 @@ def test_a_posted_message_never_waits_for_its_receiver(tmp_path):
     """Start-up posts each worker's Setup: a rank that hangs before it receives must not hang the master."""
     (tmp_path / "posting.py").write_text(textwrap.dedent(POSTING))
     mpirun = find_mpirun()
-    out = run_command([mpirun, "-n", "2", "--oversubscribe", "--bind-to", "none", sys.executable, "posting.py"],
+    out = run_command([mpirun, "-n", "2", *launcher_flags(), sys.executable, "posting.py"],
                       tmp_path, timeout=60, env=base_env())
     assert out.returncode == 0, out.output
     assert "rank 0: done" in out.stdout and "rank 1: got Task 4000000" in out.stdout

@@ -21,7 +21,7 @@ from hpc_hpo.run.protocol import PROTOCOL_VERSION, Hello, Join, Setup
 from hpc_hpo.run.startup import start_workers
 from hpc_hpo.trials.devices import Place
 
-from conftest import find_mpirun, hpo, run_command, write_experiment
+from conftest import find_mpirun, hpo, launcher_flags, run_command, write_experiment
 
 HOST = os.uname().nodename
 
@@ -94,7 +94,7 @@ def test_an_objective_that_cannot_be_loaded_is_one_error_for_all_ranks():
 HANGS_ON_RANK_2 = """
 import os, time
 
-if os.environ.get("OMPI_COMM_WORLD_RANK") == "2":
+if os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK")) == "2":
     time.sleep(3600)  # a hung NFS mount on this rank's node
 
 def objective(params):
@@ -119,13 +119,14 @@ executor = "EXECUTOR"
 @pytest.mark.parametrize("executor", ["inline", "process"])
 def test_a_rank_that_hangs_importing_the_objective_ends_the_job_at_the_deadline(tmp_path, executor):
     write_experiment(tmp_path, EXPERIMENT.replace("EXECUTOR", executor),
-                     HANGS_ON_RANK_2.replace('os.environ.get("OMPI_COMM_WORLD_RANK")', 'os.environ.get("RANK_SEEN")')
+                     HANGS_ON_RANK_2.replace('os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK"))',
+                                             'os.environ.get("RANK_SEEN")')
                      if executor == "process" else HANGS_ON_RANK_2)
     env = {}
     if executor == "process":  # a trial process does not see the launcher's variables: tell it through its worker's
         (tmp_path / "sitecustomize.py").write_text(
-            "import os\nif os.environ.get('OMPI_COMM_WORLD_RANK'):\n"
-            "    os.environ['RANK_SEEN'] = os.environ['OMPI_COMM_WORLD_RANK']\n")
+            "import os\nrank = os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK'))\n"
+            "if rank:\n    os.environ['RANK_SEEN'] = rank\n")
         env["PYTHONPATH"] = str(tmp_path)
     started = time.monotonic()
     out = hpo(["run", "experiment.toml", "--startup-timeout", "8"], tmp_path, ranks=4, timeout=120, env=env)
@@ -192,7 +193,7 @@ def test_a_worker_of_another_install_gets_one_line_on_every_rank(tmp_path):
         module.write_text(module.read_text().replace("WorkersConfig", "WorkerSettings"))
     write_experiment(tmp_path, EXPERIMENT.replace("EXECUTOR", "inline"), "def objective(params):\n    return 0.0\n")
     ours = [sys.executable, "-m", "hpc_hpo", "run", "experiment.toml"]
-    command = [find_mpirun(), "--oversubscribe", "--bind-to", "none", "-n", "2", *ours, ":",
+    command = [find_mpirun(), *launcher_flags(), "-n", "2", *ours, ":",
                "-n", "1", "env", f"PYTHONPATH={other}", *ours]
     out = run_command(command, tmp_path, timeout=120)
     assert out.returncode == 2, out.output
