@@ -221,7 +221,9 @@ def _add_jobscript(commands) -> None:
                      help="GPUs per trial (must match the experiment's [workers] gpus_per_trial; default 1)")
     job.add_argument("--launcher", choices=("mpirun", "srun", "mpiexec"),
                      help="how to start the ranks (default: mpirun on SLURM, mpiexec on PBS)")
-    job.add_argument("--launcher-args", default="", metavar="ARGS", help="extra arguments for the launcher")
+    job.add_argument("--launcher-args", default="", metavar="ARGS",
+                     help="extra arguments for the launcher; one that starts with a dash needs the = form: "
+                          "--launcher-args=--mpi=pmi2")
     job.add_argument("--max-jobs", type=int, default=10, metavar="N", help="most jobs in the chain (default 10)")
     job.add_argument("--job-name", default="hpc_hpo", metavar="NAME", help="job name (default hpc_hpo)")
     job.add_argument("--signal-lead", type=int, default=300, metavar="SECONDS",

@@ -3,7 +3,7 @@
 #   scripts/slurm_cluster.sh install      # Debian's slurm-wlm, munge, shellcheck (scripts/debian_packages.sh; as root)
 #   scripts/slurm_cluster.sh start DIR    # munged, slurmctld and slurmd on loopback, state and logs in DIR
 #   scripts/slurm_cluster.sh stop DIR     # stop the daemons started in DIR (by their pid files)
-# Clients use it with SLURM_CONF=DIR/slurm.conf. Ports 16817/16818; the node has this machine's CPUs.
+# Clients use it with SLURM_CONF=DIR/slurm.conf. Ports 16817/16818; the node has this machine's CPUs, at least 8.
 set -euo pipefail
 command=${1:?usage: slurm_cluster.sh install|start DIR|stop DIR}
 
@@ -19,6 +19,10 @@ start)
     munged --force --key-file="$dir/munge.key" --socket="$dir/munge.socket" --pid-file="$dir/munged.pid" \
         --log-file="$dir/log/munged.log" --seed-file="$dir/munge.seed"
     host=$(hostname)
+    # At least 8 CPUs, whatever the machine has (config_overrides: slurmd takes the configured count): job scripts
+    # ask for --ntasks-per-node = workers + 1, which SLURM refuses beyond a node's CPUs even with --overcommit.
+    cpus=$(nproc)
+    [ "$cpus" -lt 8 ] && cpus=8
     cat >"$dir/slurm.conf" <<CONF
 ClusterName=hpchpo
 SlurmctldHost=$host(127.0.0.1)
@@ -47,7 +51,8 @@ KillWait=10
 OverTimeLimit=0
 InactiveLimit=0
 MinJobAge=600
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
+SlurmdParameters=config_overrides
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
     slurmctld -f "$dir/slurm.conf"

@@ -206,10 +206,11 @@ def wait_for(env: dict, job_id: str, timeout: float) -> dict[str, str]:
     pytest.fail(f"SLURM job {job_id} did not end within {timeout}s: {job_state(env, job_id)}")
 
 
-def submit(tmp_path: Path, env: dict, *generator_args: str) -> str:
+def submit(tmp_path: Path, env: dict, *generator_args: str, python: str = sys.executable,
+           launcher_args: str = "--oversubscribe --bind-to none") -> str:
     script = tmp_path / "job.sbatch"
-    out = hpo(["jobscript", "--scheduler", "slurm", "--gpus-per-node", "0", "--workers", "2", "--launcher-args",
-               "--oversubscribe --bind-to none", "--python", sys.executable, "--max-jobs", "3", *generator_args,
+    out = hpo(["jobscript", "--scheduler", "slurm", "--gpus-per-node", "0", "--workers", "2",
+               f"--launcher-args={launcher_args}", "--python", python, "--max-jobs", "3", *generator_args,
                "experiment.toml", "-o", str(script)], tmp_path)
     assert out.returncode == 0, out.stderr
     path_env = {**env, "PATH": f"{Path(find_mpirun()).parent}:{os.environ['PATH']}"}
@@ -226,6 +227,28 @@ def test_slurm_runs_the_generated_script_and_cancels_the_successor_of_a_complete
     successor = log.split("next job: ")[1].split()[0]
     assert job_state(slurm, successor)["JobState"] == "CANCELLED"
     assert len(read_results(tmp_path / "results.h5").records()) == 8
+
+
+def test_the_srun_launcher_of_the_generated_script_runs_the_search_under_slurm(tmp_path, slurm):
+    """``--launcher srun``: SLURM starts the ranks itself (MPICH through Debian SLURM's PMI-2 plugin; Open MPI
+    would need SLURM's PMIx plugin and library), each rank learns its node-local rank from SLURM_LOCALID."""
+    python = REPO / ".venv-mpich" / "bin" / "python"
+    if not python.exists():
+        if REQUIRE:
+            pytest.fail("srun runs the ranks with MPICH: scripts/setup_mpich.sh")
+        pytest.skip("srun runs the ranks with MPICH: scripts/setup_mpich.sh")
+    write_experiment(tmp_path, experiment(trials=8, extra_phases=False), OBJECTIVE)
+    job = submit(tmp_path, slurm, "--launcher", "srun", "--time", "00:05:00", "--time-margin", "10",
+                 "--signal-lead", "30", python=str(python), launcher_args="--mpi=pmi2")
+    state = wait_for(slurm, job, 180)
+    log = (tmp_path / f"hpc_hpo-{job}.out").read_text()
+    assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", log
+    assert "3 ranks: master on" in log  # one job step of 3 MPI ranks, not 3 separate runs
+    rows = read_results(tmp_path / "results.h5").records()
+    assert len(rows) == 8 and {r["rank"] for r in rows} <= {1, 2}
+    assert {r["status"] for r in rows} <= {"done", "failed"}  # (the objective fails on purpose for one activation)
+    successor = log.split("next job: ")[1].split()[0]
+    assert job_state(slurm, successor)["JobState"] == "CANCELLED"
 
 
 def test_a_search_longer_than_the_time_limit_goes_on_in_the_next_slurm_jobs_and_loses_nothing(tmp_path, slurm):

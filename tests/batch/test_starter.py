@@ -43,7 +43,7 @@ def test_init_writes_a_first_search_that_runs_as_it_says(tmp_path):
     assert len(read_results(directory / "my_search.h5").records()) == 20
 
     script = (directory / "search.sbatch").read_text()
-    assert "#SBATCH --ntasks=" in script and "python -m hpc_hpo run experiment.toml --resume" in script
+    assert "#SBATCH --ntasks-per-node=" in script and "python -m hpc_hpo run experiment.toml --resume" in script
     assert subprocess.run(["bash", "-n", str(directory / "search.sbatch")]).returncode == 0
     if shutil.which("shellcheck") or os.environ.get("HPC_HPO_TEST_SLURM") == "1":
         checked = subprocess.run(["shellcheck", "--severity=style", str(directory / "search.sbatch")],
@@ -62,7 +62,7 @@ def test_init_never_overwrites(tmp_path):
 
 @pytest.mark.parametrize("gpus, cpus, ranks, line", [
     (4, 64, 5, "#SBATCH --gpus-per-node=4"),
-    (0, 16, 16, "#SBATCH --ntasks=16"),
+    (0, 16, 16, "#SBATCH --ntasks-per-node=16"),  # one node: 15 workers and the master
 ])
 def test_the_job_script_fits_the_machine(tmp_path, gpus, cpus, ranks, line):
     machine = Machine(gpus=gpus, cpus=cpus)
