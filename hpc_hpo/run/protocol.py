@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from .. import _version
 
 #: Raised when a message changes shape; master and workers must agree.
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 
 
 def this_install() -> tuple[str, int]:
@@ -103,7 +103,7 @@ class Task(NamedTuple):
     """Evaluate ``params`` as trial ``trial_id`` of ``phase`` (1-based).
 
     For a Bayesian trial ``params`` is None and ``suggest`` is (observations the worker has
-    not seen, points pending elsewhere): the worker chooses the point, says so with
+    not seen, points pending elsewhere, its slot among the workers choosing now): the worker chooses the point, says so with
     :class:`Suggested`, then evaluates it. ``rungs`` (with ``[stopping]``): the numbers of epochs
     trained after which the trial is judged; a report that crosses one waits for the master's
     :class:`Verdict`. ``segment`` (a pbt phase): (member, parent, start_epoch, end_epoch): restore the checkpoint of

@@ -122,6 +122,9 @@ class Suggest(NamedTuple):
 
     observations: Sequence  # [(params, value or None if failed)] the worker has not seen yet (Packed)
     pending: Sequence  # [params] evaluated elsewhere right now or queued as repeats (Packed)
+    #: 0 for the only worker choosing now; k for the (k+1)-th of several choosing at once, which do not know each
+    #: other's points: each takes the point after k better ones at least PENDING_RADIUS apart, as if theirs were pending.
+    slot: int = 0
 
 
 class Dispatch(NamedTuple):
@@ -263,7 +266,8 @@ class Scheduler:
     #: Running means of the Bayesian step and of the trial (seconds); None before the first.
     _step_seconds: float | None = field(default=None, init=False)
     _trial_seconds: float | None = field(default=None, init=False)
-    _choosing: set[int] = field(default_factory=set, init=False)
+    #: The workers choosing a point now (rank -> its slot among them: 0, 1, ...; see Suggest.slot).
+    _choosing: dict[int, int] = field(default_factory=dict, init=False)
     _idle: deque = field(default_factory=deque, init=False)
     _repeats: deque = field(default_factory=deque, init=False)
     _reruns: deque = field(default_factory=deque, init=False)  # trials a resumed job runs again first
@@ -415,7 +419,7 @@ class Scheduler:
         self._pending_points[trial.trial_id] = pickled(trial.params)
         if event.suggest_seconds > 0:
             self._step_seconds = _average(self._step_seconds, event.suggest_seconds)
-        self._choosing.discard(event.rank)
+        self._choosing.pop(event.rank, None)
         if trial.segment:
             self.phases[trial.phase - 1].population.chosen(trial.member, event.params)
         else:
@@ -604,6 +608,11 @@ class Scheduler:
         repeat = self._take_repeat(rank, other_workers_only=False)
         return None if repeat is None else self._dispatch_repeat(repeat, rank, now)
 
+    def _free_slot(self) -> int:
+        """The lowest slot no worker choosing now holds."""
+        taken = set(self._choosing.values())
+        return next(i for i in range(len(taken) + 1) if i not in taken)
+
     def _choosers(self, sequential: bool | str) -> int:
         """How many workers may choose a Bayesian point at once: one per WORKERS_PER_CHOOSER workers; with
         ``"auto"`` more when choosing one after another would make workers wait (see ``CHOOSING_LOAD``)."""
@@ -639,8 +648,9 @@ class Scheduler:
         self._seen[rank] = len(self.history)
         pending = list(islice(reversed(self._pending_points.values()), MAX_PENDING))
         pending += [pickled(r.params) for r in islice(self._repeats, MAX_PENDING)]
-        self._choosing.add(rank)
-        return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, Packed.of(pending)))
+        slot = self._free_slot()
+        self._choosing[rank] = slot
+        return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, Packed.of(pending), slot))
 
     def _dispatch_segment(self, phase: PhaseRun, segment: Segment, rank: int, now: float) -> Dispatch:
         phase.issued += 1
@@ -655,7 +665,7 @@ class Scheduler:
         if not choosing:
             return Dispatch(trial)
         base, history, running = segment.explore
-        self._choosing.add(rank)
+        self._choosing[rank] = self._free_slot()
         return Dispatch(trial, Suggest(history, running), base)
 
     def _dispatch_rerun(self, previous: TrialRecord, rank: int, now: float) -> Dispatch:

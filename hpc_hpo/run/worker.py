@@ -276,7 +276,7 @@ class Worker:
         self._join_look_ahead()
         if self._suggester is None and not task.segment:
             self._suggester = self._make_suggester()
-        observations, pending = task.suggest
+        observations, pending, slot = task.suggest
         started = time.perf_counter()
         if task.segment:  # PB2: the values the member trains with from here, from the population's progress
             from ..search.gp.pb2 import pb2_choose
@@ -285,7 +285,7 @@ class Worker:
                                 self.config.experiment.minimize, self._suggester_rng())
         else:
             self._suggester.update(observations)
-            params = self._suggester.suggest(pending, self.config.phases[task.phase - 1].options)
+            params = self._suggester.suggest(pending, self.config.phases[task.phase - 1].options, slot)
         seconds = time.perf_counter() - started
         log.debug("trial %d: chose %s in %.3fs from %d observations", task.trial_id, params, seconds,
                   len(observations) if task.segment else self._suggester.observations)

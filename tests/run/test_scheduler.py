@@ -285,8 +285,9 @@ def test_sequential_with_thousands_of_workers_lets_one_per_64_choose_at_once():
     for rank in workers[:10]:
         d.finish(rank)  # ten free workers, but only three may choose
     assert [r for r, _ in d.suggests] == list(workers[:3]) and all(r not in d.pending for r in workers[3:10])
-    d.choose(2)  # one point known: one more worker chooses, knowing it
-    assert [r for r, _ in d.suggests] == list(workers[:4])
+    assert [s.slot for _, s in d.suggests] == [0, 1, 2]  # each takes its own point of the acquisition's best
+    d.choose(2)  # one point known: one more worker chooses, knowing it, in the slot rank 2 left
+    assert [r for r, _ in d.suggests] == list(workers[:4]) and d.suggests[-1][1].slot == 1
     assert d.pending[2].trial.params in d.suggests[-1][1].pending
 
 

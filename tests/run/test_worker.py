@@ -127,7 +127,7 @@ def test_a_bayesian_trial_runs_beside_the_look_ahead_for_the_next_step(tmp_path,
     worker, sent = worker_with(tmp_path, {"executor": "inline"}, SLOW,
                                [{"strategy": "bayes", "trials": 8, "lookahead": lookahead}])
     seen = [({"x": x}, (x - 0.3) ** 2) for x in (0.0, 0.5, 1.0)]
-    worker.handle(Task(3, None, 1, "bayes", suggest=(seen, [{"x": 0.8}])))
+    worker.handle(Task(3, None, 1, "bayes", suggest=(seen, [{"x": 0.8}], 0)))
     chosen, result = sent[-2:]
     assert (chosen.trial_id, result.trial_id, result.status) == (3, 3, "done")
     assert (worker._lookahead is not None) is lookahead  # started with the trial, not waited for
@@ -137,7 +137,7 @@ def test_a_bayesian_trial_runs_beside_the_look_ahead_for_the_next_step(tmp_path,
     if lookahead:  # prepared with the trial it ran beside and the point running elsewhere as pending
         xs = worker._suggester.encoding.decode(prepared.candidates)
         assert all(abs(p["x"] - q) >= 0.01 for p in xs for q in (chosen.params["x"], 0.8))
-    worker.handle(Task(4, None, 1, "bayes", suggest=([(chosen.params, result.value)], [])))
+    worker.handle(Task(4, None, 1, "bayes", suggest=([(chosen.params, result.value)], [], 0)))
     assert sent[-1].trial_id == 4 and sent[-1].status == "done"
     assert worker._suggester.observations == 4  # the step waited for the look-ahead, then folded in the result
     worker.close()

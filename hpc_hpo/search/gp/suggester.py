@@ -143,8 +143,14 @@ class BayesSuggester:
                 point.successes += 1
             self.observations += 1
 
-    def suggest(self, pending: list[Mapping[str, Any]], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The next point: the acquisition's maximum among points neither observed nor pending."""
+    def suggest(self, pending: list[Mapping[str, Any]], options: Mapping[str, Any] | None = None,
+                slot: int = 0) -> dict[str, Any]:
+        """The next point: the acquisition's maximum among points neither observed nor pending.
+
+        ``slot`` k > 0: k other workers choose at the same moment from (nearly) the same history, and would find the
+        same maximum; this one takes the best point after k better ones, each at least PENDING_RADIUS from the
+        better ones, as if the points the others take were pending.
+        """
         options = {**DEFAULT_OPTIONS, **(options or {})}
         exclude = set(self._points) | {self.space.key(p) for p in pending}
         points = list(self._points.values())
@@ -152,7 +158,7 @@ class BayesSuggester:
             return self._explore(exclude)
         try:
             with self._threadpools.limit(limits=1, user_api="blas"):
-                return self._gp_step(points, pending, exclude, options)
+                return self._gp_step(points, pending, exclude, options, slot)
         except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
             log.warning("Bayesian step failed (%s: %s); proposing an unexplored point instead", type(exc).__name__, exc)
             return self._explore(exclude)
@@ -220,7 +226,7 @@ class BayesSuggester:
         self._prepared = _Prepared(_options_key(options), ranked[:PREPARED], self.observations)
 
     def _gp_step(self, points: list[_Point], pending: list[Mapping[str, Any]], exclude: set[tuple],
-                 options: Mapping[str, Any]) -> dict[str, Any]:
+                 options: Mapping[str, Any], slot: int = 0) -> dict[str, Any]:
         prepared, self._prepared = self._prepared, None
         if prepared is not None and (prepared.options != _options_key(options)
                                      or self.observations - prepared.observations > max(8, prepared.observations // 2)):
@@ -237,7 +243,7 @@ class BayesSuggester:
             ranked, _ = ranked_points(gp, self.encoding, self.rng, best_unit, *acquisition, X=kept,
                                       n_starts=FOLD_STARTS, n_incumbent_starts=FOLD_INCUMBENT_STARTS,
                                       maxiter=FOLD_MAXITER)
-        return self._first_allowed(ranked, pending_unit, exclude)
+        return self._first_allowed(ranked, pending_unit, exclude, slot)
 
     def _posterior(self, points: list[_Point], pending: list[Mapping[str, Any]], refit: bool,
                    maxiter: int = FIT_MAXITER):
@@ -275,13 +281,24 @@ class BayesSuggester:
         nearest = np.sqrt(((unit[:, None, :] - pending_unit[None, :, :]) ** 2).sum(-1)).min(axis=1)
         return ranked[nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])]
 
-    def _first_allowed(self, ranked: np.ndarray, pending_unit: np.ndarray | None, exclude: set[tuple]) -> dict[str, Any]:
-        """The best-ranked point neither observed nor pending, nor next to a pending point."""
+    def _first_allowed(self, ranked: np.ndarray, pending_unit: np.ndarray | None, exclude: set[tuple],
+                       slot: int = 0) -> dict[str, Any]:
+        """The best-ranked point neither observed nor pending, nor next to a pending point; with ``slot`` k, the
+        (k+1)-th such point of those at least PENDING_RADIUS apart."""
         ranked = self._apart(ranked, pending_unit)  # never next to a point another worker is evaluating right now
+        passed: list[np.ndarray] = []  # the better points left to the workers in the slots before this one
         for start in range(0, len(ranked), 64):
-            for params in self.encoding.decode(ranked[start:start + 64]):
-                if self.space.key(params) not in exclude:
+            block = ranked[start:start + 64]
+            unit = self.encoding.to_unit(block)
+            radius = PENDING_RADIUS * math.sqrt(unit.shape[1])
+            for params, point in zip(self.encoding.decode(block), unit, strict=True):
+                if self.space.key(params) in exclude:
+                    continue
+                if any(np.sqrt(((point - other) ** 2).sum()) < radius for other in passed):
+                    continue
+                if len(passed) == slot:
                     return params
+                passed.append(point)
         return self._explore(exclude)
 
     def _explore(self, exclude: set[tuple]) -> dict[str, Any]:

@@ -71,6 +71,27 @@ def test_never_proposes_an_observed_or_pending_point_in_a_discrete_space():
     assert space.check_point(again, "again") == again
 
 
+def test_workers_choosing_at_once_take_their_slots_point_apart_from_the_better_ones():
+    """Three workers choose at the same moment from the same history without knowing each other's points: slot 0
+    takes the acquisition's best point, slots 1 and 2 the next ones at least 1% of the diagonal from the better."""
+    history = [({"x": x, "y": y}, (x - 0.3) ** 2 + (y - 0.6) ** 2) for x, y in
+               [(0.1, 0.1), (0.9, 0.2), (0.5, 0.5), (0.2, 0.8), (0.7, 0.9), (0.35, 0.55), (0.6, 0.3)]]
+    plane = parse_space({"x": {"type": "float", "low": 0.0, "high": 1.0}, "y": {"type": "float", "low": 0.0,
+                                                                                "high": 1.0}})
+    chosen = []
+    for slot in range(3):
+        s = BayesSuggester(plane, True, np.random.default_rng(4))  # identical replicas: the same candidates
+        s.update(history)
+        chosen.append(s.suggest([], slot=slot))
+    s = BayesSuggester(plane, True, np.random.default_rng(4))
+    s.update(history)
+    assert s.suggest([]) == chosen[0]  # slot 0 is the step as it always was
+    points = np.array([[p["x"], p["y"]] for p in chosen])
+    gaps = [np.linalg.norm(points[i] - points[j]) / np.sqrt(2) for i in range(3) for j in range(i)]
+    assert min(gaps) >= 0.01, chosen
+    assert all(np.linalg.norm(p - [0.3, 0.6]) < 0.25 for p in points), chosen  # all still near the best region
+
+
 def test_pending_points_keep_suggestions_apart():
     s = BayesSuggester(LINE, True, np.random.default_rng(2))
     s.update([({"x": x}, (x - 0.3) ** 2) for x in (0.0, 0.2, 0.45, 0.7, 1.0)])
