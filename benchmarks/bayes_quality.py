@@ -50,6 +50,7 @@ from functions import PROBLEMS  # noqa: E402
 
 from hpc_hpo._toml import toml_value  # noqa: E402
 from hpc_hpo.results.reader import read_results  # noqa: E402
+from hpc_hpo.run.scheduler import CHOOSING_LOAD, WORKERS_PER_CHOOSER  # noqa: E402
 from hpc_hpo.search.space import parse_space  # noqa: E402
 
 N_INIT = 10
@@ -152,13 +153,24 @@ def main() -> None:
                                                     "hpc_hpo-lookahead for ours with lookahead = true")
     parser.add_argument("--mpi", action="store_true", help="also run ours for real under mpirun and in one process")
     parser.add_argument("--sleep", type=float, default=0.05, help="with --mpi: seconds each evaluation sleeps")
+    parser.add_argument("--step", type=float, default=0.0,
+                        help="a choice takes this long (trials take 0.5-1.5): ours runs with sequential = true, "
+                             "\"auto\" and false, workers choosing at once not knowing each other's points")
     args = parser.parse_args()
     peers = ["hpc_hpo-lookahead", "optuna-gp", "optuna-tpe", "skopt-gp", "hebo"] if args.peers == "all" else \
         [p for p in args.peers.split(",") if p]
     half, w = args.budget // 2, args.workers
     ours = f"hpc_hpo, {w} workers"
-    plan = [(ours, "hpc_hpo", w), ("hpc_hpo, 1 worker", "hpc_hpo", 1), ("hpc_hpo random", "hpc_hpo-random", w)]
-    plan += [(f"{peer}, {w} workers", peer, w) for peer in peers]
+    plan = [(ours, "hpc_hpo", w, None), ("hpc_hpo, 1 worker", "hpc_hpo", 1, None),
+            ("hpc_hpo random", "hpc_hpo-random", w, None)]
+    if args.step > 0:  # how many may choose at once, as the scheduler decides it (see WORKERS_PER_CHOOSER)
+        least = -(-w // WORKERS_PER_CHOOSER)
+        auto = max(least, min(w, math.ceil(w * args.step / (CHOOSING_LOAD * 1.0))))  # trials take 1.0 on average
+        plan[0] = (f"hpc_hpo, {w} workers, sequential", "hpc_hpo", w, least)
+        plan.insert(1, (f"hpc_hpo, {w} workers, auto ({auto} at once)", "hpc_hpo", w, auto))
+        plan.insert(2, (f"hpc_hpo, {w} workers, all at once", "hpc_hpo", w, w))
+        ours = plan[0][0]
+    plan += [(f"{peer}, {w} workers", peer, w, w) for peer in peers]
 
     tables, suite_ranks, times, dup_rows = [], {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,18 +178,18 @@ def main() -> None:
             minimum = PROBLEMS[problem]["minimum"]
             offset = minimum if minimum is not None else 0.0
             curves: dict[str, list[list[float]]] = {}
-            dups = []
+            dups: dict[str, list] = {}
             started = time.monotonic()
-            for label, method, workers in plan:
+            for label, method, workers, choosers in plan:
                 for seed in range(args.seeds):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         instance = METHODS[method](problem, seed, workers)
-                        trials = simulate(instance, args.budget)
+                        trials = simulate(instance, args.budget, args.step if workers > 1 else 0.0, choosers)
                     curves.setdefault(label, []).append([t.value for t in trials])
                     times.setdefault(label, []).append(instance.seconds / args.budget)
-                    if label == ours:
-                        dups.append(simulated_duplicates(problem, trials))
+                    if label == ours or (args.step > 0 and label.startswith(f"hpc_hpo, {w} workers")):
+                        dups.setdefault(label, []).append(simulated_duplicates(problem, trials))
             if args.mpi:
                 for seed in range(args.seeds):
                     values, _ = hpc_hpo_run(problem, seed, args.budget, w, args.sleep, Path(tmp))
@@ -192,8 +204,9 @@ def main() -> None:
                 tables.append((problem, method, statistics.median(at_half), max(at_half), statistics.median(at_full),
                                max(at_full), ranks[method]))
                 suite_ranks.setdefault(method, []).append(ranks[method])
-            dup_rows.append((problem, sum(d[0] for d in dups), sum(d[1] for d in dups),
-                             args.seeds * (args.budget - N_INIT)))
+            for label, found in dups.items():
+                dup_rows.append((problem, label, sum(d[0] for d in found), sum(d[1] for d in found),
+                                 args.seeds * (args.budget - N_INIT)))
             print(f"# {problem}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
     print(f"\nregret (best value minus the minimum; for the ML tasks the best cross-validated error), "
@@ -208,10 +221,10 @@ def main() -> None:
     for method, ranks in sorted(suite_ranks.items(), key=lambda item: statistics.mean(item[1])):
         per = statistics.median(times[method]) * 1e3 if method in times else float("nan")
         print(f"  {method:<34} {statistics.mean(ranks):5.2f}   {per:8.1f} ms")
-    print(f"\n{ours}: duplicates among proposed points (all seeds)")
-    print(f"{'problem':<18} {'exact':>6} {'near a running point':>21} {'Bayesian points':>16}")
-    for problem, exact, concurrent, total in dup_rows:
-        print(f"{problem:<18} {exact:>6} {concurrent:>21} {total:>16}")
+    print("\nours: duplicates among proposed points (all seeds)")
+    print(f"{'problem':<18} {'method':<34} {'exact':>6} {'near a running point':>21} {'Bayesian points':>16}")
+    for problem, label, exact, concurrent, total in dup_rows:
+        print(f"{problem:<18} {label:<34} {exact:>6} {concurrent:>21} {total:>16}")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ class HpcHpo(Method):
         self.options = options or {}
         self.asked = 0
 
-    def ask(self, worker, pending):
+    def ask(self, worker, pending, slot=0):
         self.asked += 1
         if self.asked <= N_INIT:
             return self.initial.ask()
@@ -88,7 +88,7 @@ class HpcHpo(Method):
         replica.update(self.history[self.seen[worker]:])
         self.seen[worker] = len(self.history)
         started = time.perf_counter()
-        params = replica.suggest(pending, self.options)
+        params = replica.suggest(pending, self.options, slot)
         self.seconds += time.perf_counter() - started
         return params
 
@@ -234,9 +234,17 @@ class Trial(NamedTuple):
     t_end: float
 
 
-def simulate(method: Method, budget: int) -> list[Trial]:
+def simulate(method: Method, budget: int, step: float = 0.0, choosers: int | None = None) -> list[Trial]:
     """Run ``budget`` evaluations with ``method.workers`` asynchronous workers; the trials in the order
-    they finished."""
+    they finished.
+
+    ``step`` > 0: choosing a point takes that long (simulated time, trials take 0.5-1.5): workers that
+    choose at the same moment do not know each other's points (ours tells each its slot among them),
+    and at most ``choosers`` choose at once (None: any number), the others waiting for a free place,
+    as ``sequential`` has the master do.
+    """
+    if step > 0:
+        return _simulate_with_steps(method, budget, step, choosers)
     f = PROBLEMS[method.problem]["function"]
     durations_ = durations(method.seed, budget)
     running: dict[int, tuple[dict, float]] = {}
@@ -264,4 +272,55 @@ def simulate(method: Method, budget: int) -> list[Trial]:
         trials.append(Trial(params, value if math.isfinite(value) else math.inf, began, now))
         method.tell(worker, params, value)
         start(worker, now)
+    return trials
+
+
+def _simulate_with_steps(method: Method, budget: int, step: float, choosers: int | None) -> list[Trial]:
+    f = PROBLEMS[method.problem]["function"]
+    durations_ = durations(method.seed, budget)
+    running: dict[int, tuple[dict, float]] = {}  # points known to the others (chosen), and when they started
+    choosing: dict[int, tuple[int, dict]] = {}  # worker -> (slot, its point, not yet known to the others)
+    waiting: list[int] = []
+    events: list[tuple[float, int, int, int]] = []  # (time, order, kind 0 chosen / 1 done, worker)
+    trials: list[Trial] = []
+    issued = 0
+    order = 0
+
+    def push(when: float, kind: int, worker: int) -> None:
+        nonlocal order
+        heapq.heappush(events, (when, order, kind, worker))
+        order += 1
+
+    def choose(worker: int, now: float) -> None:
+        nonlocal issued
+        if issued >= budget:
+            return
+        if choosers is not None and len(choosing) >= choosers:
+            waiting.append(worker)
+            return
+        pending = [p for w, (p, _) in running.items() if w != worker]
+        slot = next(i for i in range(len(choosing) + 1) if i not in {s for s, _ in choosing.values()})
+        params = method.ask(worker, pending, slot) if isinstance(method, HpcHpo) else method.ask(worker, pending)
+        choosing[worker] = (slot, params)
+        issued += 1
+        push(now + step, 0, worker)
+
+    for worker in range(method.workers):
+        choose(worker, 0.0)
+    started = 0
+    while events:
+        now, _, kind, worker = heapq.heappop(events)
+        if kind == 0:  # its point is chosen: the trial starts, the point is pending for the others
+            _, params = choosing.pop(worker)
+            running[worker] = (params, now)
+            push(now + durations_[started], 1, worker)
+            started += 1
+            while waiting and (choosers is None or len(choosing) < choosers):
+                choose(waiting.pop(0), now)
+        else:
+            params, began = running.pop(worker)
+            value = f(params)
+            trials.append(Trial(params, value if math.isfinite(value) else math.inf, began, now))
+            method.tell(worker, params, value)
+            choose(worker, now)
     return trials
