@@ -12,6 +12,7 @@ same items the master recorded.
 
 from __future__ import annotations
 
+import bisect
 import io
 import pickle
 
@@ -60,23 +61,46 @@ class Packed:
 
 
 class ObservationLog:
-    """Every observation in order, each pickled once; the part after any position as one blob."""
+    """Every observation in order, each pickled once; the part after any position as one blob.
 
-    def __init__(self):
+    It also keeps the positions of the ``best`` lowest scores (``append``'s ``score``: the value to
+    minimise, None for a failed trial), so that a task that cannot carry everything it has not seen
+    still carries the best of it (:meth:`since`'s ``limit``).
+    """
+
+    def __init__(self, best: int = 0):
         self._pickles: list[bytes] = []
         self._blocks: list[bytes] = []  # _pickles[i * BLOCK:(i + 1) * BLOCK], joined
+        self._keep = best
+        self._best: list[tuple[float, int]] = []  # (score, position), sorted, at most ``best``
 
     def __len__(self) -> int:
         return len(self._pickles)
 
-    def append(self, observation: tuple) -> None:
+    def append(self, observation: tuple, score: float | None = None) -> None:
+        position = len(self._pickles)
         self._pickles.append(pickled(observation))
         if len(self._pickles) % BLOCK == 0:
             self._blocks.append(b"".join(self._pickles[-BLOCK:]))
+        if (self._keep and score is not None and score == score  # not NaN
+                and (len(self._best) < self._keep or score < self._best[-1][0])):
+            bisect.insort(self._best, (score, position))
+            del self._best[self._keep:]
 
-    def since(self, seen: int) -> Packed:
-        """The observations from position ``seen`` on."""
+    def since(self, seen: int, limit: int | None = None) -> Packed:
+        """The observations from position ``seen`` on; with ``limit``, at most that many: the last ones, and
+        before them the best ones (of those kept) among the ones left out."""
         end = len(self._pickles)
+        if limit is not None and end - seen > limit:
+            half = limit // 2  # the last half always goes; the best of the rest in the other half
+            best = sorted([p for _, p in self._best if seen <= p < end - (limit - half)][:half])  # best first, then in order
+            start = end - (limit - len(best))
+            best = [p for p in best if p < start]  # one the last ones carry anyway goes once
+            tail = self._since(start, end)
+            return Packed(b"".join(self._pickles[p] for p in best) + tail.blob, len(best) + tail.count)
+        return self._since(seen, end)
+
+    def _since(self, seen: int, end: int) -> Packed:
         first_block = -(-seen // BLOCK)  # the first whole block at or after seen
         last_block = end // BLOCK
         if first_block >= last_block:

@@ -8,11 +8,13 @@ Events and instructions are NamedTuples, cheap enough to make several per trial.
 
 Bayesian trials: the worker chooses the point. The scheduler keeps every finished trial in
 ``history`` and, per worker, how much of it that worker has seen; a Bayesian task carries
-only the unseen part and the points running elsewhere, so the master's work per result does
-not grow with the history. The worker reports its point (``TrialStarted``) before it
-evaluates it. With ``sequential = true`` (the default) no two of ``WORKERS_PER_CHOOSER`` workers choose at
-once (with 64 workers or fewer, no two at all), so each choice sees (nearly) every pending point and
-workers do not propose the same point. A task carries at most
+only the unseen part (at most ``MAX_OBSERVATIONS``: the last ones and the best of the others)
+and the points running elsewhere, so the master's work per result does not grow with the history.
+The worker reports its point (``TrialStarted``) before it evaluates it. With ``sequential = true``
+(the default) no two of ``WORKERS_PER_CHOOSER`` workers choose at once (with 64 workers or fewer,
+no two at all), so each choice sees (nearly) every pending point and workers do not propose the
+same point; ``"auto"`` lets more choose at once when steps are long against trials (``_choosers``),
+each in its slot (``Suggest.slot``). A task carries at most
 ``MAX_PENDING`` pending points, those whose points were chosen last: with thousands of workers, every
 running point in every task would make the master's work per result, and the worker's GP,
 grow with the number of workers.
@@ -63,6 +65,12 @@ from .protocol import Result
 #: The most pending points a Bayesian task carries (those chosen last): the master's work per task and the size
 #: of the worker's GP stay bounded at any number of workers.
 MAX_PENDING = 256
+#: The most observations a Bayesian task carries: with thousands of workers each task would carry one per other
+#: worker (a megabyte at 16,384 workers). Past it, the last ones and, in up to half of it, the best of those left out
+#: (of the KEEP_BEST best of the whole history): the worker's GP models at most 1,000 points, the best quarter of
+#: them and a spread of the rest, so it keeps the region that matters.
+MAX_OBSERVATIONS = 2048
+KEEP_BEST = 1024
 #: In sequential mode one worker per this many chooses at a time: with up to this many workers no two choose at once;
 #: with thousands, choosing one at a time would cap the search at one point per Bayesian step (~20 a second).
 WORKERS_PER_CHOOSER = 64
@@ -259,7 +267,7 @@ class Scheduler:
     #: Every finished trial as (params, value or None), in order: what Bayesian workers learn from. With a
     #: stopping rule, (params, value or None, values at the rungs reached [+ the final value if it ran to the end]).
     history: list[tuple] = field(default_factory=list, init=False)
-    _packed_history: ObservationLog = field(default_factory=ObservationLog, init=False)
+    _packed_history: ObservationLog = field(default_factory=lambda: ObservationLog(best=KEEP_BEST), init=False)
     _seen: dict[int, int] = field(default_factory=dict, init=False)
     #: The points of the running trials (trial id -> params pickled), in the order they became known.
     _pending_points: dict[int, bytes] = field(default_factory=dict, init=False)
@@ -440,7 +448,8 @@ class Scheduler:
     def _learn(self, record: TrialRecord) -> None:
         observation = self._observation(record)
         self.history.append(observation)
-        self._packed_history.append(observation)
+        value = observation[1]
+        self._packed_history.append(observation, None if value is None else (value if self.minimize else -value))
 
     def _observation(self, record: TrialRecord) -> tuple:
         """What Bayesian workers learn from a finished trial (see ``history``)."""
@@ -644,7 +653,7 @@ class Scheduler:
 
     def _dispatch_suggest(self, phase: PhaseRun, rank: int, now: float) -> Dispatch:
         seen = self._seen[rank]
-        observations = self._packed_history.since(seen)  # pickled once each: a join, however many workers
+        observations = self._packed_history.since(seen, MAX_OBSERVATIONS)  # pickled once each: a join
         self._seen[rank] = len(self.history)
         pending = list(islice(reversed(self._pending_points.values()), MAX_PENDING))
         pending += [pickled(r.params) for r in islice(self._repeats, MAX_PENDING)]

@@ -32,3 +32,16 @@ def test_packed_observations_travel_as_their_bytes_and_arrive_as_the_tuples():
     arrived = pickle.loads(wire)
     assert isinstance(arrived, Packed) and len(arrived) == BLOCK + 5
     assert arrived[0] == observation(BLOCK - 2) and list(arrived) == [observation(i) for i in range(BLOCK - 2, 2 * BLOCK + 3)]
+
+
+def test_a_task_that_cannot_carry_everything_carries_the_last_and_the_best_of_the_rest():
+    log = ObservationLog(best=4)
+    values = [float((7 * i) % 50) for i in range(50)]  # the lowest (best): 0 at 0, 1 at 43, 2 at 36, 3 at 29, ...
+    for i, value in enumerate(values):
+        log.append(observation(i), value)
+    log.append(observation(50), None)  # a failed trial has no score
+    assert len(log.since(10, limit=100)) == 41  # within the limit: all of it
+    packed = list(log.since(10, limit=8))
+    # the best kept (0 at 0, 1 at 43, 2 at 36, 3 at 29) that lie before the last half (10 .. 46), at most 4 of them,
+    # in their order, then the last ones to fill the limit
+    assert packed == [observation(29), observation(36), observation(43)] + [observation(i) for i in range(46, 51)]
