@@ -16,6 +16,8 @@ import bisect
 import io
 import pickle
 
+import numpy as np
+
 #: Observations per joined block.
 BLOCK = 64
 
@@ -73,6 +75,7 @@ class ObservationLog:
         self._blocks: list[bytes] = []  # _pickles[i * BLOCK:(i + 1) * BLOCK], joined
         self._keep = best
         self._best: list[tuple[float, int]] = []  # (score, position), sorted, at most ``best``
+        self._positions: np.ndarray | None = None  # their positions, best first (made again when they change)
 
     def __len__(self) -> int:
         return len(self._pickles)
@@ -86,6 +89,7 @@ class ObservationLog:
                 and (len(self._best) < self._keep or score < self._best[-1][0])):
             bisect.insort(self._best, (score, position))
             del self._best[self._keep:]
+            self._positions = None
 
     def since(self, seen: int, limit: int | None = None) -> Packed:
         """The observations from position ``seen`` on; with ``limit``, at most that many: the last ones, and
@@ -93,12 +97,18 @@ class ObservationLog:
         end = len(self._pickles)
         if limit is not None and end - seen > limit:
             half = limit // 2  # the last half always goes; the best of the rest in the other half
-            best = sorted([p for _, p in self._best if seen <= p < end - (limit - half)][:half])  # best first, then in order
+            positions = self._best_positions()
+            best = np.sort(positions[(positions >= seen) & (positions < end - (limit - half))][:half]).tolist()
             start = end - (limit - len(best))
             best = [p for p in best if p < start]  # one the last ones carry anyway goes once
             tail = self._since(start, end)
             return Packed(b"".join(self._pickles[p] for p in best) + tail.blob, len(best) + tail.count)
         return self._since(seen, end)
+
+    def _best_positions(self) -> np.ndarray:
+        if self._positions is None:
+            self._positions = np.array([p for _, p in self._best], dtype=np.int64)
+        return self._positions
 
     def _since(self, seen: int, end: int) -> Packed:
         first_block = -(-seen // BLOCK)  # the first whole block at or after seen

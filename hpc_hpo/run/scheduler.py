@@ -68,9 +68,9 @@ MAX_PENDING = 256
 #: The most observations a Bayesian task carries: with thousands of workers each task would carry one per other
 #: worker (a megabyte at 16,384 workers). Past it, the last ones and, in up to half of it, the best of those left out
 #: (of the KEEP_BEST best of the whole history): the worker's GP models at most 1,000 points, the best quarter of
-#: them and a spread of the rest, so it keeps the region that matters.
+#: them (250) and a spread of the rest, so it keeps the region that matters.
 MAX_OBSERVATIONS = 2048
-KEEP_BEST = 1024
+KEEP_BEST = 256
 #: In sequential mode one worker per this many chooses at a time: with up to this many workers no two choose at once;
 #: with thousands, choosing one at a time would cap the search at one point per Bayesian step (~20 a second).
 WORKERS_PER_CHOOSER = 64
