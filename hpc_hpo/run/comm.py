@@ -82,10 +82,7 @@ class Comm:
         raise NotImplementedError
 
     def post(self, message: Message, dest: int) -> None:
-        """Send ``message`` without ever waiting for ``dest`` (which may be hung at start-up, or busy): for
-        start-up and for the master's large messages (a Bayesian task: a blocking send of one beyond MPI's eager
-        limit spins in MPI until the worker receives it, 12-15 ms of the master's CPU a task with 64 ranks on
-        2 cores). Messages to one rank arrive in the order they were sent or posted."""
+        """Send ``message`` without ever waiting for ``dest`` (which may be hung): for start-up."""
         self.send(message, dest)
 
     def poll(self) -> tuple[int, Message] | None:

@@ -137,10 +137,7 @@ class MasterLoop:
                             segment)
                 if self.comm.in_process and self.writer.dirty:
                     self._flush()  # the trial runs inside this send: what finished before it is stored first
-                if suggest is None:
-                    self.comm.send(task, trial.rank)
-                else:  # kilobytes, past MPI's eager limit: a blocking send would spin until the worker receives
-                    self.comm.post(task, trial.rank)
+                self.comm.send(task, trial.rank)
             elif kind is Judge:
                 self.comm.send(Verdict(instruction.trial_id, instruction.epoch, instruction.stop), instruction.rank)
             elif kind is Record:
