@@ -42,6 +42,7 @@ nothing more is handed out, results still arriving are recorded, running trials 
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -77,6 +78,9 @@ WORKERS_PER_CHOOSER = 64
 #: ``sequential = "auto"``: enough workers may choose at once that choosing is busy at most this fraction of the time
 #: (from the run's mean step and trial times): a worker then rarely waits for another's step.
 CHOOSING_LOAD = 0.5
+#: Workers choosing at once take the points of slots 0 .. SLOTS - 1 (the slot modulo this): past a few dozen, the
+#: points further down the acquisition's ranking are no better than repeating the cycle.
+SLOTS = 64
 #: Weight of the newest value in the running means of step and trial times.
 AVERAGE_WEIGHT = 0.1
 DURATION_SLACK = 0.1
@@ -276,6 +280,7 @@ class Scheduler:
     _trial_seconds: float | None = field(default=None, init=False)
     #: The workers choosing a point now (rank -> its slot among them: 0, 1, ...; see Suggest.slot).
     _choosing: dict[int, int] = field(default_factory=dict, init=False)
+    _free_slots: list[int] = field(default_factory=list, init=False)  # slots given back below len(_choosing), a heap
     _idle: deque = field(default_factory=deque, init=False)
     _repeats: deque = field(default_factory=deque, init=False)
     _reruns: deque = field(default_factory=deque, init=False)  # trials a resumed job runs again first
@@ -427,7 +432,7 @@ class Scheduler:
         self._pending_points[trial.trial_id] = pickled(trial.params)
         if event.suggest_seconds > 0:
             self._step_seconds = _average(self._step_seconds, event.suggest_seconds)
-        self._choosing.pop(event.rank, None)
+        self._release_slot(event.rank)
         if trial.segment:
             self.phases[trial.phase - 1].population.chosen(trial.member, event.params)
         else:
@@ -617,10 +622,14 @@ class Scheduler:
         repeat = self._take_repeat(rank, other_workers_only=False)
         return None if repeat is None else self._dispatch_repeat(repeat, rank, now)
 
-    def _free_slot(self) -> int:
-        """The lowest slot no worker choosing now holds."""
-        taken = set(self._choosing.values())
-        return next(i for i in range(len(taken) + 1) if i not in taken)
+    def _take_slot(self) -> int:
+        """The lowest slot no worker choosing now holds (see ``Suggest.slot``)."""
+        return heapq.heappop(self._free_slots) if self._free_slots else len(self._choosing)
+
+    def _release_slot(self, rank: int) -> None:
+        slot = self._choosing.pop(rank, None)
+        if slot is not None:
+            heapq.heappush(self._free_slots, slot)
 
     def _choosers(self, sequential: bool | str) -> int:
         """How many workers may choose a Bayesian point at once: one per WORKERS_PER_CHOOSER workers; with
@@ -657,9 +666,9 @@ class Scheduler:
         self._seen[rank] = len(self.history)
         pending = list(islice(reversed(self._pending_points.values()), MAX_PENDING))
         pending += [pickled(r.params) for r in islice(self._repeats, MAX_PENDING)]
-        slot = self._free_slot()
-        self._choosing[rank] = slot
-        return Dispatch(self._new_trial(phase, rank, None, now), Suggest(observations, Packed.of(pending), slot))
+        slot = self._choosing[rank] = self._take_slot()
+        return Dispatch(self._new_trial(phase, rank, None, now),
+                        Suggest(observations, Packed.of(pending), slot % SLOTS))
 
     def _dispatch_segment(self, phase: PhaseRun, segment: Segment, rank: int, now: float) -> Dispatch:
         phase.issued += 1
@@ -674,7 +683,7 @@ class Scheduler:
         if not choosing:
             return Dispatch(trial)
         base, history, running = segment.explore
-        self._choosing[rank] = self._free_slot()
+        self._choosing[rank] = self._take_slot()
         return Dispatch(trial, Suggest(history, running), base)
 
     def _dispatch_rerun(self, previous: TrialRecord, rank: int, now: float) -> Dispatch:
