@@ -43,5 +43,10 @@ def levels(verbosity: int) -> tuple[int, int]:
 
 
 def print_error(message: str) -> None:
-    """The one line a user sees for bad input or a failed run: ``hpc_hpo: error: <message>`` on stderr."""
-    print(f"hpc_hpo: error: {message}", file=sys.stderr, flush=True)
+    """The one line a user sees for bad input or a failed run: ``hpc_hpo: error: <message>`` on stderr.
+
+    One write, newline included: ``print`` writes the text and the newline separately when output is
+    unbuffered, and MPICH's Hydra forwards each write as it comes, so the lines of several ranks could
+    run into one another."""
+    sys.stderr.write(f"hpc_hpo: error: {message}\n")
+    sys.stderr.flush()

@@ -34,9 +34,13 @@ if __name__ == "__main__":
             results="quick.h5", seed=3, EXTRA
         )
     except hpc_hpo.HpoError as exc:
-        print(f"rank {RANK} raised {type(exc).__name__}: {exc}", flush=True)
+        # one write per line: MPICH's Hydra forwards each write of each rank as it comes (print writes the
+        # newline separately when unbuffered), so two ranks' lines could run into one
+        sys.stdout.write(f"rank {RANK} raised {type(exc).__name__}: {exc}\\n")
+        sys.stdout.flush()
         sys.exit(exc.exit_code)
-    print(f"rank {RANK} got {best!r}", flush=True)
+    sys.stdout.write(f"rank {RANK} got {best!r}\\n")
+    sys.stdout.flush()
 '''
 
 
