@@ -18,7 +18,7 @@ Two clocks:
 
 :attr:`SimulatedCluster.stats` says, per trial, how long its worker waited between sending a
 result and starting the next trial (the message, the master, another worker's choice, its own
-Bayesian step), the master's CPU time and the simulation's own.
+Bayesian step), and on the virtual clock the master's working time.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class SimulationStats:
     gaps: list = field(default_factory=list)  # per trial: its worker's time from its last result to this trial's start
     steps: float = 0.0  # Bayesian steps, summed
     master_cpu: float = 0.0  # the master's time working, between its first and last message (virtual clock only)
-    simulation_cpu: float = 0.0  # the workers' simulation (not the master's cost)
     task_bytes: int = 0
     tasks: int = 0
     pending: int = 0  # pending points the Bayesian tasks carried, summed
@@ -89,7 +88,6 @@ class SimulatedCluster(Comm):
         self._sim_cpu = 0.0
         self._history = [0] * (workers + 1)  # observations each worker has seen
         self._free_since = [0.0] * (workers + 1)  # when each worker sent its last result
-        self._first_message: float | None = None
 
     # -- the clock ------------------------------------------------------------------------
 
