@@ -1,10 +1,10 @@
 """The HDF5 results file: one per experiment, written by the master only, readable by anyone during the run.
 
-Layout (``FORMAT_VERSION`` 5; every string is fixed-length UTF-8 bytes, because HDF5's
+Layout (``FORMAT_VERSION`` 6; every string is fixed-length UTF-8 bytes, because HDF5's
 single-writer/multiple-reader mode (SWMR) does not support variable-length data):
 
     /trials         compound, one row per finished trial, appended in order of completion
-    /running        compound, same columns, one slot per worker; status "" = free slot
+    /running        compound, the same columns but error, one slot per worker; status "" = free slot
     /metrics        float64 (rows of /trials, metrics), NaN where a trial lacks a metric
     /metric_names   names of the /metrics columns
     /epochs         compound (trial_id, epoch, name, value, time): what trials reported per epoch

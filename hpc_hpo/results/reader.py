@@ -106,7 +106,7 @@ def read_results(path: str | Path) -> Results:
     # A trial can be seen both finished and still in its running slot between two flushes.
     running = running[~np.isin(running["trial_id"], finished["trial_id"])]
     metrics = metrics[: len(finished) + len(running)]
-    trials = np.concatenate([finished, running]) if len(running) else finished
+    trials = np.concatenate([finished, _as_trial_rows(running, finished.dtype)]) if len(running) else finished
     return Results(
         path=Path(path), attrs=attrs, space=json.loads(attrs.get("space", "{}")), trials=trials,
         metric_names=names, metrics=metrics, runs=runs, epochs=epochs, finished_rows=len(finished),
@@ -125,3 +125,13 @@ def best_row(results: Results) -> dict[str, Any] | None:
 
 def params_of(record: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
     return {name: record[param_column(name)] for name in names}
+
+
+def _as_trial_rows(running: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """/running rows with the columns of /trials rows (format 6 keeps no ``error`` there: it is empty)."""
+    if running.dtype == dtype:
+        return running
+    rows = np.zeros(len(running), dtype)
+    for name in running.dtype.names:
+        rows[name] = running[name]
+    return rows

@@ -31,7 +31,16 @@ from .._toml import tomllib
 from ..config import Config, parse_config
 from ..errors import ConfigError, HpoError, ResultsWriteError, StoreError
 from ..search.space import Space
-from .layout import DATASETS, FORMAT_VERSION, LIBVER, READABLE_FORMATS, decode_attrs, make_layout, param_column, trial_dtype
+from .layout import (
+    DATASETS,
+    LIBVER,
+    READABLE_FORMATS,
+    RESUMABLE_FORMATS,
+    decode_attrs,
+    make_layout,
+    param_column,
+    trial_dtype,
+)
 from .records import DONE, PRUNED, RUNNING, STATUSES, TrialRecord
 from .writer import ResultsWriter, writing
 
@@ -111,10 +120,10 @@ def inspect_file(path: Path) -> tuple[dict[str, Any], bool]:
         what = "the format_version attribute" if "format_version" not in attrs else ", ".join(missing)
         raise StoreError(f"{path}: an HDF5 file but not an hpc_hpo results file (no {what}); hpc_hpo will not touch it")
     version = attrs["format_version"]
-    if version != FORMAT_VERSION:
+    if version not in RESUMABLE_FORMATS:
         readable = "it can still be read (status, export), but " if version in READABLE_FORMATS else ""
-        raise StoreError(f"{path}: results format {version} cannot be resumed by this hpc_hpo (format "
-                         f"{FORMAT_VERSION}); {readable}continue in a new --results file")
+        raise StoreError(f"{path}: results format {version} cannot be resumed by this hpc_hpo (it resumes formats "
+                         f"{', '.join(map(str, RESUMABLE_FORMATS))}); {readable}continue in a new --results file")
     # No run row at all: the job was killed between creating the file and its first flush.
     clean = len(runs) > 0 and int(runs[-1]["exit_code"]) != -1
     return attrs, clean
@@ -253,7 +262,7 @@ def _params(row: np.void, space: Space) -> dict | None:
 
 def _record(row: np.void, params: dict | None) -> TrialRecord:
     def text(name: str) -> str:
-        return row[name].decode("utf-8", "replace")
+        return row[name].decode("utf-8", "replace") if name in row.dtype.names else ""  # /running has no error
 
     status = text("status")
     return TrialRecord(

@@ -24,7 +24,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from h5py import h5s
+from h5py import h5s, h5t
 
 from .._version import __version__
 from ..errors import ResultsWriteError, StoreError
@@ -36,7 +36,6 @@ from .layout import (
     HOST_BYTES,
     LIBVER,
     NAME_BYTES,
-    RUNS_DTYPE,
     fit_bytes,
     make_layout,
     trial_dtype,
@@ -46,8 +45,8 @@ from .records import TrialRecord
 log = logging.getLogger(__name__)
 
 #: /running: a flush that changed more than one slot in this many writes the span of rows from the first changed
-#: to the last at once, instead of only those rows.
-SPAN_WRITE_ABOVE = 64
+#: to the last at once, instead of only those rows (measured at 16,384 slots: 20-35 us a row, 14 ms the span).
+SPAN_WRITE_ABOVE = 32
 
 
 class ResultsWriter:
@@ -77,8 +76,14 @@ class ResultsWriter:
         self._waiting: list[TrialRecord] = []  # trials to run again that no worker has yet: kept after the slots
         #: /running as last written (slots, then the waiting trials), and the slots changed since: a flush encodes
         #: and writes only those, so its cost follows the results since the last flush, not the number of workers.
-        self._running_rows = np.zeros(slots, dtype=self.dtype)
-        self._free_row = np.zeros((), dtype=self.dtype)[()]  # every field zero, status b"": a free slot
+        self._running_dtype = self._running_ds.dtype  # no error column (format 5: as wide as a /trials row)
+        self._running_error = "error" in self._running_dtype.names
+        #: The HDF5 memory types of a /trials and a /running row, made once: h5py makes one per write from the numpy
+        #: type, 0.33 ms for a row of 30 columns, most of what writing one row costs.
+        self._trials_type = h5t.py_create(self.dtype)
+        self._running_type = h5t.py_create(self._running_dtype)
+        self._running_rows = np.zeros(slots, dtype=self._running_dtype)
+        self._free_row = np.zeros((), dtype=self._running_dtype)[()]  # every field zero, status b"": a free slot
         self._changed_slots: set[int] = set(range(slots))
         self._waiting_dirty = True
         self._running_dirty = True
@@ -160,9 +165,13 @@ class ResultsWriter:
     def start_run(self, world_size: int, workers: int, host: str) -> None:
         """Add this run's row to /runs; :meth:`close` completes it."""
         n = self._runs.shape[0]
-        row = np.zeros(1, dtype=RUNS_DTYPE)
-        row[0] = (n, __version__.encode(), time.time(), math.nan, world_size, workers,
-                  fit_bytes(host, HOST_BYTES), 0, -1, math.nan, math.nan)
+        row = np.zeros(1, dtype=self._runs.dtype)  # a resumed file of format 5 keeps its columns
+        values = {"run": n, "hpc_hpo_version": __version__.encode(), "t_start": time.time(), "t_end": math.nan,
+                  "world_size": world_size, "workers": workers, "master_host": fit_bytes(host, HOST_BYTES),
+                  "trials": 0, "exit_code": -1, "loop_seconds": math.nan, "master_cpu_seconds": math.nan,
+                  "master_wait_cpu_seconds": math.nan}
+        for name in row.dtype.names:
+            row[name] = values[name]
         with writing(self.path):
             self._runs.resize((n + 1,))
             self._runs[n] = row[0]
@@ -178,7 +187,8 @@ class ResultsWriter:
             encoded = self._bytes[text, size] = fit_bytes(text, size)
         return encoded
 
-    def _row(self, record: TrialRecord) -> tuple:
+    def _row(self, record: TrialRecord, error: bool = True) -> tuple:
+        """The record as a /trials row; without ``error``, as a /running row of format 6."""
         params = record.params
         if params is None:  # a worker is still choosing this Bayesian trial's point
             values = [b"" if encode is not None else 0 for _, encode in self._encoders]
@@ -191,7 +201,7 @@ class ResultsWriter:
             record.suggest_seconds,
             self._gpus(record.gpus), record.memory_mb, record.epochs, record.member, record.parent,
             record.start_epoch, record.end_epoch, record.checkpoint_mb,
-            fit_bytes(record.error, ERROR_BYTES) if record.error else b"", *values,
+            *((fit_bytes(record.error, ERROR_BYTES) if record.error else b"",) if error else ()), *values,
         )
 
     def _gpus(self, label: str) -> bytes:
@@ -256,7 +266,7 @@ class ResultsWriter:
             n0 = self._trials.shape[0]
             n1 = n0 + len(self._rows)
             self._trials.resize((n1,))
-            self._trials[n0:n1] = np.array(self._rows, dtype=self.dtype)
+            _write_span(self._trials, n0, np.array(self._rows, dtype=self.dtype), self._trials_type)
             self._write_metrics(n0, n1)
             self._rows.clear()
             self._row_metrics.clear()
@@ -275,7 +285,7 @@ class ResultsWriter:
         shrink a dataset; and a shrink before the write could lose rows at a kill).
 
         Only the slots changed since the last write are encoded and written: one write of those rows (HDF5 spends
-        ~50 us a row on it), or, when more than one slot in SPAN_WRITE_ABOVE changed (or the waiting trials did),
+        20-35 us a row on it), or, when more than one slot in SPAN_WRITE_ABOVE changed (or the waiting trials did),
         one write of the rows from the first changed one on. With thousands of workers a flush writes what
         changed, not every slot.
         """
@@ -283,23 +293,23 @@ class ResultsWriter:
         rows = self._running_rows
         for slot in self._changed_slots:
             record = self._slots[slot]
-            rows[slot] = self._row(record) if record is not None else self._free_row
+            rows[slot] = self._row(record, self._running_error) if record is not None else self._free_row
         changed = self._changed_slots
         if self._waiting_dirty:
             size = max(slots + len(self._waiting), self._running_ds.shape[0])
-            tail = np.zeros(size - slots, dtype=self.dtype)  # status b"": a free slot
+            tail = np.zeros(size - slots, dtype=self._running_dtype)  # status b"": a free slot
             for i, record in enumerate(self._waiting):
-                tail[i] = self._row(record)
+                tail[i] = self._row(record, self._running_error)
             rows = self._running_rows = np.concatenate([rows[:slots], tail])
             if self._running_ds.shape[0] != size:
                 self._running_ds.resize((size,))
             first = min(changed) if changed else slots
-            self._running_ds[first:size] = rows[first:size]
+            _write_span(self._running_ds, first, rows[first:size], self._running_type)
         elif len(changed) * SPAN_WRITE_ABOVE > slots:  # many: one write from the first to the last is cheaper
             first, last = min(changed), max(changed) + 1
-            self._running_ds[first:last] = rows[first:last]
+            _write_span(self._running_ds, first, rows[first:last], self._running_type)
         elif changed:
-            _write_rows(self._running_ds, sorted(changed), rows)
+            _write_rows(self._running_ds, sorted(changed), rows, self._running_type)
         self._changed_slots = set()
         self._waiting_dirty = False
         self._running_dirty = False
@@ -325,12 +335,13 @@ class ResultsWriter:
         self._metrics.resize((n1, k))
         self._metrics[n0:n1, :] = block
 
-    def close(self, exit_code: int, trials: int) -> None:
+    def close(self, exit_code: int, trials: int, wait_cpu: float = math.nan) -> None:
         """Flush, complete this run's row in /runs, and close the file (once: later calls do nothing).
 
         The row's ``loop_seconds`` and ``master_cpu_seconds`` run from :meth:`start_run` until every
-        row was written. A failed write, the last flush or HDF5's own writes while closing, raises
-        :class:`ResultsWriteError`.
+        row was written; ``master_wait_cpu_seconds`` is ``wait_cpu``, the part of that CPU time the
+        master spent looking for messages that had not come. A failed write, the last flush or HDF5's
+        own writes while closing, raises :class:`ResultsWriteError`.
         """
         if not self.file.id.valid:
             return
@@ -342,6 +353,8 @@ class ResultsWriter:
                     row["t_end"], row["exit_code"], row["trials"] = time.time(), exit_code, trials
                     row["loop_seconds"] = time.monotonic() - self._run_clocks[0]
                     row["master_cpu_seconds"] = time.process_time() - self._run_clocks[1]
+                    if "master_wait_cpu_seconds" in row.dtype.names:
+                        row["master_wait_cpu_seconds"] = wait_cpu
                     self._runs[self.run_index] = row
                     self.file.flush()
         except ResultsWriteError:
@@ -361,14 +374,23 @@ class ResultsWriter:
             self.file.close()
 
 
-def _write_rows(dataset: h5py.Dataset, indices: list[int], rows: np.ndarray) -> None:
+def _write_span(dataset: h5py.Dataset, start: int, rows: np.ndarray, mtype: h5t.TypeID) -> None:
+    """``dataset[start:start + len(rows)] = rows`` with a memory type made beforehand."""
+    if not len(rows):
+        return
+    selection = dataset.id.get_space()
+    selection.select_hyperslab((start,), (len(rows),))
+    dataset.id.write(h5s.create_simple((len(rows),)), selection, np.ascontiguousarray(rows), mtype=mtype)
+
+
+def _write_rows(dataset: h5py.Dataset, indices: list[int], rows: np.ndarray, mtype: h5t.TypeID) -> None:
     """``dataset[i] = rows[i]`` for the sorted ``indices``, in one write: HDF5 touches only their chunks, and
     the selection costs microseconds a row (h5py's own fancy indexing costs several times more)."""
     selection = dataset.id.get_space()
     selection.select_none()
     for start, count in _runs(indices):
         selection.select_hyperslab((start,), (count,), op=h5s.SELECT_OR)
-    dataset.id.write(h5s.create_simple((len(indices),)), selection, np.ascontiguousarray(rows[indices]))
+    dataset.id.write(h5s.create_simple((len(indices),)), selection, np.ascontiguousarray(rows[indices]), mtype=mtype)
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:

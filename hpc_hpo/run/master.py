@@ -108,6 +108,9 @@ class MasterLoop:
         self.reporter = ProgressReporter(self.scheduler.progress, every=options.progress_every, bar=bar)
         self.slots = {rank: i for i, rank in enumerate(comm.worker_ranks)}
         self._typical_duration = 0.0
+        #: CPU seconds spent looking for messages that had not come (the polls and sleeps while idle): with MPI a
+        #: poll costs more the more peers and the fewer free cores; /runs keeps it beside the master's whole CPU time.
+        self.wait_cpu = 0.0
         self._waiting_shown = False
         self.interrupted_by = ""  # a worker's Interrupted message, as a reason
         self.write_error = ""
@@ -252,7 +255,7 @@ class MasterLoop:
         finally:
             p = scheduler.progress
             try:
-                writer.close(exit_code, trials=p.finished)
+                writer.close(exit_code, trials=p.finished, wait_cpu=self.wait_cpu)
                 self._remove_unneeded()
             except ResultsWriteError as exc:
                 if not self.write_error:
@@ -283,13 +286,17 @@ class MasterLoop:
             stop_reason = self._stop_reason()
             if stop_reason:
                 return stop_reason
+            polled = time.process_time()
             received = comm.poll()
             if received is None:
                 # Idle: a good moment to write, once the wait is longer than a short spin.
+                waited = time.process_time() - polled
                 if writer.due(idle=backoff.idle_for >= backoff.spin):
                     self._flush()
                 self.reporter.tick(len(scheduler.running))
+                polled = time.process_time()
                 backoff.wait()
+                self.wait_cpu += waited + time.process_time() - polled
                 continue
             backoff.reset()
             source, message = received

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from hpc_hpo.results.reader import read_results
@@ -656,3 +657,39 @@ def test_a_failed_write_when_a_resumed_run_starts_is_one_line_and_exit_3(tmp_pat
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v", "-s"]))
+
+
+def test_a_file_of_format_5_is_resumed_in_its_own_layout(tmp_path):
+    """Format 6 narrowed /running (no error column) and added a /runs column: a search begun by the version before
+    goes on, its trial left running is run again, and its datasets keep their columns."""
+    write_experiment(tmp_path, experiment(trials=6, extra_phases=False), OBJECTIVE)
+    assert hpo(["run", "experiment.toml"], tmp_path).returncode == 0
+    path = tmp_path / "results.h5"
+    with h5py.File(path, "r+") as file:  # rewritten as the version before wrote it
+        trials = file["trials"][:]
+        wide = np.zeros(2, trials.dtype)
+        wide[0] = trials[-1]  # the last trial, as if it were still running when the job ended
+        wide[0]["status"], wide[0]["value"] = b"running", np.nan
+        runs = file["runs"][:]
+        old_runs = np.zeros(len(runs), [(n, runs.dtype[n]) for n in runs.dtype.names if n != "master_wait_cpu_seconds"])
+        for name in old_runs.dtype.names:
+            old_runs[name] = runs[name]
+        file["trials"].resize((len(trials) - 1,))
+        file["metrics"].resize((len(trials) - 1, file["metrics"].shape[1]))
+        del file["running"], file["runs"]
+        file.create_dataset("running", data=wide, maxshape=(None,), chunks=(2,))
+        file.create_dataset("runs", data=old_runs, maxshape=(None,), chunks=(16,))
+        file.attrs["format_version"] = 5
+    rerun = int(trials[-1]["trial_id"])
+
+    result = hpo(["run", "experiment.toml", "--resume", "--trials", "9"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = read_results(path)
+    rows = results.records()
+    assert sorted(r["trial_id"] for r in rows) == list(range(9))
+    assert all(r["status"] in ("done", "failed") for r in rows)  # the objective fails for x > 4
+    assert [r["attempt"] for r in rows if r["trial_id"] == rerun] == [2]
+    with h5py.File(path, "r") as file:
+        assert file.attrs["format_version"] == 5
+        assert file["running"].dtype == trials.dtype and "master_wait_cpu_seconds" not in file["runs"].dtype.names
+        assert [int(r["exit_code"]) for r in file["runs"][:]] == [0, 0]

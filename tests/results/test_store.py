@@ -92,8 +92,26 @@ def test_layout_is_readable_with_plain_h5py(tmp_path):
         assert epochs["epoch"].tolist() == [0, 0, 1, 1] and epochs["value"][3] == 0.8
         assert f["metric_names"][:].tolist() == [b"acc"]
         assert f["metrics"][0, 0] == 0.9
-        assert f.attrs["format_version"] == 5 and f.attrs["direction"] == "minimize"
+        assert f.attrs["format_version"] == 6 and f.attrs["direction"] == "minimize"
         assert "x" in f.attrs["space"]
+        # /running: the columns of /trials but error (a running trial has none), so a quarter of the bytes a row.
+        assert f["running"].dtype.names == tuple(n for n in f["trials"].dtype.names if n != "error")
+        assert f["running"].dtype.itemsize * 3 < f["trials"].dtype.itemsize
+        assert "master_wait_cpu_seconds" in f["runs"].dtype.names
+
+
+def test_running_trials_read_with_the_columns_of_finished_ones(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = create(path, slots=2)
+    writer.append(record(0, status=FAILED, error="ValueError: boom")._replace(gpus="0"))
+    writer.set_running(1, record(1, status=RUNNING)._replace(gpus="2"))
+    writer.flush()
+    results = read_results(path)
+    rows = results.records()
+    assert [(r["trial_id"], r["status"], r["error"], r["gpus"]) for r in rows] == [
+        (0, "failed", "ValueError: boom", "0"), (1, "running", "", "2")]
+    assert "error" in results.columns
+    writer.close(exit_code=0, trials=1)
 
 
 def test_nothing_is_visible_before_a_flush_and_everything_after(tmp_path):

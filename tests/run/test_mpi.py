@@ -53,6 +53,13 @@ def test_every_trial_stored_once_on_every_worker(tmp_path, ranks):
     # The objective's own record of where it ran agrees with the row.
     assert all(r["metric_rank"] == r["rank"] for r in rows if r["status"] == "done")
     assert all(r["t_submit"] <= r["t_start"] + 1 and r["t_start"] <= r["t_end"] for r in rows)
+    # The run's cost: the master's CPU time, and within it what went to looking for messages that had not come.
+    (run,) = read_results(tmp_path / "results.h5").runs
+    assert run["workers"] == max(1, ranks - 1) and run["trials"] == budget and run["exit_code"] == 0
+    assert 0 < run["master_cpu_seconds"] < 2 * run["loop_seconds"]
+    assert 0 <= run["master_wait_cpu_seconds"] < run["master_cpu_seconds"]
+    if ranks > 1:  # it waited for the workers' results, the trials sleeping
+        assert run["master_wait_cpu_seconds"] > 0
 
 
 BAD_SPACE = experiment().replace('low = -5.0, high = 5.0', 'low = 5.0, high = -5.0')
