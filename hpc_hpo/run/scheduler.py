@@ -69,8 +69,9 @@ MAX_PENDING = 256
 #: The most observations a Bayesian task carries: with thousands of workers each task would carry one per other
 #: worker (a megabyte at 16,384 workers). Past it, the last ones and, in up to half of it, the best of those left out
 #: (of the KEEP_BEST best of the whole history): the worker's GP models at most 1,000 points, the best quarter of
-#: them (250) and a spread of the rest, so it keeps the region that matters.
-MAX_OBSERVATIONS = 2048
+#: them (250) and a spread of the rest, so it keeps the region that matters. The master joins and sends these bytes
+#: for every task: 2,048 cost 0.1 ms a result more at 4,096 workers than 1,024.
+MAX_OBSERVATIONS = 1024
 KEEP_BEST = 256
 #: In sequential mode one worker per this many chooses at a time: with up to this many workers no two choose at once;
 #: with thousands, choosing one at a time would cap the search at one point per Bayesian step (~20 a second).
@@ -587,7 +588,9 @@ class Scheduler:
             return False
         if self._reruns or self._repeats or any(not phase.exhausted for phase in self.phases):
             return True
-        # A point still being chosen may bring repeats with it.
+        # A point still being chosen may bring repeats with it (only a repeating phase's: thousands may be choosing).
+        if not self._choosing or all(phase.config.repeats == 1 for phase in self.phases):
+            return False
         return any(self.phases[self.running[r].phase - 1].config.repeats > 1 for r in self._choosing)
 
     def _work_for(self, rank: int, now: float) -> Dispatch | None:
