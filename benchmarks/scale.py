@@ -24,6 +24,7 @@ Per N and phase:
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,8 @@ from hpc_hpo.search.gp.suggester import BayesSuggester  # noqa: E402
 from hpc_hpo.search.space import parse_space  # noqa: E402
 
 H6 = PROBLEMS["hartmann6"]
+#: Trial durations: log-normal around the trial length with this sigma (mean the trial length).
+SIGMA = 0.3
 SPACE = {name: spec for name, spec in H6["space"].items()}
 
 
@@ -119,13 +123,37 @@ class StepModel:
 
 
 def simulate(workers: int, strategy: str, trials: int, trial_seconds: float, step, options: dict,
-             clock: str = "virtual", folder: Path | None = None):
+             clock: str = "virtual", folder: Path | None = None, sigma: float = SIGMA):
     """One run of the real master against ``workers`` simulated workers; (stats, results file)."""
+    loop, cluster, path = master_loop(workers, strategy, trials, trial_seconds, step, options, clock, folder, sigma)
+    loop.run()
+    return cluster.stats, path
+
+
+def master_memory(workers: int, strategy: str, trials: int, step, options: dict, folder: Path) -> float:
+    """Bytes the master keeps per trial: what Python holds after a run of 2 x ``trials`` less after one of
+    ``trials`` (tracemalloc; the master loop still alive), over ``trials``."""
+    held = []
+    for n in (trials, 2 * trials):
+        gc.collect()
+        tracemalloc.start()
+        loop, cluster, _ = master_loop(workers, strategy, n, 1.0, step, options, "virtual", folder, SIGMA)
+        loop.run()
+        gc.collect()
+        held.append(tracemalloc.get_traced_memory()[0])
+        tracemalloc.stop()
+        del loop, cluster
+    return (held[1] - held[0]) / trials
+
+
+def master_loop(workers: int, strategy: str, trials: int, trial_seconds: float, step, options: dict,
+                clock: str, folder: Path, sigma: float):
+    """The real master loop with its results file, against a simulated cluster: (loop, cluster, file)."""
     config = parse_config(experiment(strategy, trials, workers, options))
     space = config.space
 
     def duration(rng):
-        return trial_seconds * rng.lognormal(-0.045, 0.3)
+        return trial_seconds * rng.lognormal(-sigma * sigma / 2, sigma) if sigma else trial_seconds
 
     cluster = SimulatedCluster(workers, space, sphere, duration, step, clock=clock, seed=workers)
     path = folder / f"{strategy}-{workers}-{trial_seconds:g}.h5"
@@ -133,9 +161,7 @@ def simulate(workers: int, strategy: str, trials: int, trial_seconds: float, ste
                                                 "budget": config.budget}, slots=workers, overwrite=True)
     writer.start_run(world_size=workers + 1, workers=workers, host="simulated")
     hellos = [Hello(rank, f"node{(rank - 1) // 8}", 0) for rank in range(1, workers + 1)]
-    loop = MasterLoop(cluster, config, writer, hellos, RunOptions(progress="lines"))
-    loop.run()
-    return cluster.stats, path
+    return MasterLoop(cluster, config, writer, hellos, RunOptions(progress="lines")), cluster, path
 
 
 def compare_with_mpirun(args, step, folder: Path) -> None:
@@ -144,17 +170,24 @@ def compare_with_mpirun(args, step, folder: Path) -> None:
     from bayes_quality import write_experiment  # noqa: PLC0415 - only this mode runs mpirun
 
     mpirun = Path(sys.executable).parent / "mpirun"
-    print(f"{args.real} workers, trials sleeping {args.trial:g} s; master CPU per result from /runs "
-          "(the whole master process: start-up to close)")
-    print(f"{'phase':>12} {'trials':>7} {'simulated':>10} {'mpirun':>10} {'util sim.':>10} {'util mpirun':>12}")
+    print(f"{args.real} workers, trials sleeping {args.trial:g} s; master CPU per result from the /runs row (the "
+          "master's run, start to close), on the wall clock both:\n  waiting: the polls and sleeps that found no "
+          "message (master_wait_cpu_seconds); working: the rest (the simulation's\n  own workers taken out); "
+          "busy master: the simulation on the virtual clock, its master never idle")
+    print(f"{'phase':>12} {'trials':>7} {'working sim.':>13} {'working mpirun':>15} {'waiting sim.':>13} "
+          f"{'waiting mpirun':>15} {'busy master':>12} {'util sim.':>10} {'util mpirun':>12}")
     for strategy in args.strategies:
         modes = [None] if strategy != "bayes" else args.sequential
         for mode in modes:
             options = {} if mode is None else {"sequential": {"true": True, "false": False, "auto": "auto"}[mode]}
             trials = max(int(args.rounds * args.real), 50)
-            stats, path = simulate(args.real, strategy, trials, args.trial, step, options, "real", folder)
+            # The real trials sleep exactly --trial seconds: so do the simulated ones (random trials then end in
+            # waves, and a flush takes a wave's results at once).
+            working, _ = simulate(args.real, strategy, trials, args.trial, step, options, "virtual", folder, 0.0)
+            stats, path = simulate(args.real, strategy, trials, args.trial, step, options, "real", folder, 0.0)
             simulated = read_results(path)
-            sim_cpu = simulated.runs[-1]["master_cpu_seconds"] / trials
+            sim_wait = simulated.runs[-1]["master_wait_cpu_seconds"] / trials
+            sim_working = simulated.runs[-1]["master_cpu_seconds"] / trials - sim_wait - stats.simulated / trials
             config = experiment(strategy, trials, args.real, options)
             phases = "".join("[[phase]]\n" + "".join(f"{k} = {toml(v)}\n" for k, v in phase.items()) + "\n"
                              for phase in config["phase"])
@@ -167,6 +200,7 @@ def compare_with_mpirun(args, step, folder: Path) -> None:
                            cwd=cwd, env=env, check=True, timeout=3600)
             real = read_results(cwd / "hartmann6-1.h5")
             real_cpu = real.runs[-1]["master_cpu_seconds"] / trials
+            real_wait = real.runs[-1]["master_wait_cpu_seconds"] / trials
             rows = real.records()
             gaps = []
             for rank in {r["rank"] for r in rows}:
@@ -175,7 +209,8 @@ def compare_with_mpirun(args, step, folder: Path) -> None:
             busy = sum(r["t_end"] - r["t_start"] for r in rows)
             util = busy / (busy + sum(gaps))  # as the simulation counts it: each worker's gaps between its trials
             label = strategy if mode is None else f"bayes/{mode}"
-            print(f"{label:>12} {trials:>7} {1e3 * sim_cpu:>8.3f}ms {1e3 * real_cpu:>8.3f}ms "
+            print(f"{label:>12} {trials:>7} {1e3 * sim_working:>11.3f}ms {1e3 * (real_cpu - real_wait):>13.3f}ms "
+                  f"{1e3 * sim_wait:>11.3f}ms {1e3 * real_wait:>13.3f}ms {1e3 * working.master_cpu / working.trials:>10.3f}ms "
                   f"{100 * stats.utilisation:>9.2f}% {100 * util:>11.2f}%")
             sys.stdout.flush()
 
@@ -196,6 +231,9 @@ def main() -> None:
     parser.add_argument("--sequential", choices=["true", "false", "auto"], nargs="+", default=["true", "auto"],
                         help="the bayes phase's sequential option(s) to run")
     parser.add_argument("--quick-model", action="store_true", help="measure the step model at fewer sizes")
+    parser.add_argument("--memory-workers", type=int, default=4096,
+                        help="workers of the master-memory runs (0: none)")
+    parser.add_argument("--memory-trials", type=int, default=8192, help="the trials one more run of them adds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -231,6 +269,14 @@ def main() -> None:
                 print(f"{label:>12} {workers:>8} {trials:>7} {1e3 * cost:>9.3f}ms {1 / cost:>10.0f} "
                       f"{first.task_bytes / first.tasks:>11.0f} {first.pending / bayes:>8.0f} "
                       f"{first.observations / bayes:>8.0f}" + "".join(cells))
+                sys.stdout.flush()
+        if args.memory_workers:
+            print(f"\nmaster memory per trial, {args.memory_workers} workers ({args.memory_trials:,} more trials; "
+                  "Python's allocations, tracemalloc):")
+            for strategy, options in runs:
+                label = strategy if strategy != "bayes" else f"bayes/{str(options['sequential']).lower()}"
+                per_trial = master_memory(args.memory_workers, strategy, args.memory_trials, step, options, folder)
+                print(f"{label:>12} {per_trial:>8.0f} bytes")
                 sys.stdout.flush()
 
 

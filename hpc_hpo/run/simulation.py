@@ -46,6 +46,7 @@ class SimulationStats:
     gaps: list = field(default_factory=list)  # per trial: its worker's time from its last result to this trial's start
     steps: float = 0.0  # Bayesian steps, summed
     master_cpu: float = 0.0  # the master's time working, between its first and last message (virtual clock only)
+    simulated: float = 0.0  # time the simulated workers took in the master's process (to take out of its CPU time)
     task_bytes: int = 0
     tasks: int = 0
     pending: int = 0  # pending points the Bayesian tasks carried, summed
@@ -118,7 +119,9 @@ class SimulatedCluster(Comm):
         self._master_ran()
         started = time.perf_counter()
         self._worker_receives(dest, decode(tag, pickle.loads(data)), len(data))
-        self._sim_cpu += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self._sim_cpu += elapsed
+        self.stats.simulated += elapsed
 
     def poll(self):
         self._master_ran()
