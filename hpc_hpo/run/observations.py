@@ -15,8 +15,7 @@ from __future__ import annotations
 import bisect
 import io
 import pickle
-
-import numpy as np
+from operator import itemgetter
 
 #: Observations per joined block.
 BLOCK = 64
@@ -75,7 +74,7 @@ class ObservationLog:
         self._blocks: list[bytes] = []  # _pickles[i * BLOCK:(i + 1) * BLOCK], joined
         self._keep = best
         self._best: list[tuple[float, int]] = []  # (score, position), sorted, at most ``best``
-        self._positions: np.ndarray | None = None  # their positions, best first (made again when they change)
+        self._positions: list[int] | None = None  # their positions in order (made again when they change)
 
     def __len__(self) -> int:
         return len(self._pickles)
@@ -97,28 +96,31 @@ class ObservationLog:
         end = len(self._pickles)
         if limit is not None and end - seen > limit:
             half = limit // 2  # the last half always goes; the best of the rest in the other half
-            positions = self._best_positions()
-            best = np.sort(positions[(positions >= seen) & (positions < end - (limit - half))][:half]).tolist()
+            by_position = self._best_positions()
+            best = by_position[bisect.bisect_left(by_position, seen):bisect.bisect_left(by_position, end - (limit - half))]
+            if len(best) > half:  # more of the best left out than room for them: the best of those
+                ranked = [p for _, p in self._best if seen <= p < end - (limit - half)]
+                best = sorted(ranked[:half])
             start = end - (limit - len(best))
-            best = [p for p in best if p < start]  # one the last ones carry anyway goes once
-            tail = self._since(start, end)
-            return Packed(b"".join(self._pickles[p] for p in best) + tail.blob, len(best) + tail.count)
-        return self._since(seen, end)
+            best = best[:bisect.bisect_left(best, start)]  # one the last ones carry anyway goes once
+            chosen = list(itemgetter(*best)(self._pickles)) if len(best) > 1 else [self._pickles[p] for p in best]
+            return Packed(b"".join(chosen + self._parts(start, end)), len(best) + end - start)
+        return Packed(b"".join(self._parts(seen, end)), end - seen)
 
-    def _best_positions(self) -> np.ndarray:
+    def _best_positions(self) -> list[int]:
+        """The positions of the kept best, in order of position (made again when they change)."""
         if self._positions is None:
-            self._positions = np.array([p for _, p in self._best], dtype=np.int64)
+            self._positions = sorted(p for _, p in self._best)
         return self._positions
 
-    def _since(self, seen: int, end: int) -> Packed:
+    def _parts(self, seen: int, end: int) -> list[bytes]:
+        """The byte strings that joined make the pickles of positions ``seen`` to ``end``: whole blocks between."""
         first_block = -(-seen // BLOCK)  # the first whole block at or after seen
         last_block = end // BLOCK
         if first_block >= last_block:
-            parts = self._pickles[seen:end]
-        else:
-            parts = [*self._pickles[seen:first_block * BLOCK], *self._blocks[first_block:last_block],
-                     *self._pickles[last_block * BLOCK:end]]
-        return Packed(b"".join(parts), end - seen)
+            return self._pickles[seen:end]
+        return [*self._pickles[seen:first_block * BLOCK], *self._blocks[first_block:last_block],
+                *self._pickles[last_block * BLOCK:end]]
 
 
 def pickled(item) -> bytes:

@@ -45,3 +45,9 @@ def test_a_task_that_cannot_carry_everything_carries_the_last_and_the_best_of_th
     # the best kept (0 at 0, 1 at 43, 2 at 36, 3 at 29) that lie before the last half (10 .. 46), at most 4 of them,
     # in their order, then the last ones to fill the limit
     assert packed == [observation(29), observation(36), observation(43)] + [observation(i) for i in range(46, 51)]
+    # More of the best left out than room for them: the best of those (1 at 43, 2 at 36 of 15, 22, 29, 36, 43).
+    log = ObservationLog(best=6)
+    for i, value in enumerate(values):
+        log.append(observation(i), value)
+    log.append(observation(50), None)
+    assert list(log.since(10, limit=4)) == [observation(36), observation(43), observation(49), observation(50)]
