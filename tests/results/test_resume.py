@@ -655,9 +655,6 @@ def test_a_failed_write_when_a_resumed_run_starts_is_one_line_and_exit_3(tmp_pat
     assert again.returncode == 0 and len(finished(results)) == 8, again.output
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-v", "-s"]))
-
 
 def test_a_file_of_format_5_is_resumed_in_its_own_layout(tmp_path):
     """Format 6 narrowed /running (no error column) and added a /runs column: a search begun by the version before
@@ -693,3 +690,25 @@ def test_a_file_of_format_5_is_resumed_in_its_own_layout(tmp_path):
         assert file.attrs["format_version"] == 5
         assert file["running"].dtype == trials.dtype and "master_wait_cpu_seconds" not in file["runs"].dtype.names
         assert [int(r["exit_code"]) for r in file["runs"][:]] == [0, 0]
+
+
+def test_a_file_older_than_format_5_is_refused_on_every_rank_and_left_as_it_was(tmp_path):
+    write_experiment(tmp_path, experiment(trials=4, extra_phases=False), OBJECTIVE)
+    assert hpo(["run", "experiment.toml"], tmp_path).returncode == 0
+    path = tmp_path / "results.h5"
+    with h5py.File(path, "r+") as file:
+        file.attrs["format_version"] = 4
+    before = path.read_bytes()
+    started = time.monotonic()
+    out = hpo(["run", "experiment.toml", "--resume"], tmp_path, ranks=3, timeout=60)
+    assert out.returncode == 2, out.output
+    assert out.stderr.count("hpc_hpo: error: ") == 1, out.stderr
+    assert ("results format 4 cannot be resumed by this hpc_hpo (it resumes formats 5, 6); it can still be read "
+            "(status, export), but continue in a new --results file") in out.stderr
+    assert "Traceback" not in out.output and time.monotonic() - started < 30
+    assert path.read_bytes() == before
+    assert len(read_results(path).records()) == 4  # still read
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v", "-s"]))
