@@ -53,7 +53,7 @@ def pb2_choose(space: Space, base: Mapping[str, Any], epoch: int, history: Seque
     gp = GaussianProcess.fit(X, y)
     if pending:
         P = encode(epoch, list(pending))
-        gp = gp.condition_on(P, gp.predict(P)[0])
+        gp = gp.condition_on(P, gp.mean(P))
     U = rng.random((CANDIDATES, len(tuned)))
     U[0] = encode(epoch, [base])[0, 1:]  # the copied values compete too
     candidates = np.column_stack([np.full(len(U), epoch / horizon), U])

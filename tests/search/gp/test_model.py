@@ -119,6 +119,35 @@ def test_fantasies_remove_uncertainty_at_pending_points(data):
     assert with_fantasies.theta_ is gp.theta_  # no refit
 
 
+def test_a_factor_extended_by_new_points_gives_the_posterior_of_a_gp_built_from_scratch(data):
+    X, y = data
+    theta = np.log(np.array([0.3, 0.7, 2.0, 1.3, 1e-3]))
+    rng = np.random.default_rng(1)
+    base = GaussianProcess(X[:25], y[:25], theta)
+    y_again = y + 0.1  # all values may change (standardised again): only X and theta must be the same
+    grown = base.extended(X[25:], y_again)
+    scratch = GaussianProcess(X, y_again, theta)
+    assert grown.X_.shape == (40, 3) and grown.L_.flags.f_contiguous  # as LAPACK returns it: no copy per solve
+    assert np.allclose(grown.L_, scratch.L_, atol=1e-10) and np.allclose(grown.alpha_, scratch.alpha_, atol=1e-8)
+    Q = rng.random((7, 3))
+    for got, want in zip(grown.predict(Q), scratch.predict(Q), strict=True):
+        assert np.allclose(got, want, atol=1e-10)
+    assert np.allclose(grown.mean(Q), scratch.predict(Q)[0], atol=1e-10)
+    same = base.extended(X[:0], y[:25] - 1.0)  # nothing new: the same factor, new values
+    assert same.L_ is base.L_ and np.allclose(same.alpha_, GaussianProcess(X[:25], y[:25] - 1.0, theta).alpha_)
+
+
+def test_a_factor_extended_by_a_point_already_in_it_matches_the_gp_built_from_scratch():
+    X = np.array([[0.1, 0.2], [0.5, 0.5], [0.9, 0.3]])
+    theta = np.log(np.array([0.5, 0.5, 1.0, 1e-6]))  # the smallest noise allowed: a repeated point is nearly singular
+    y = np.array([0.0, 1.0, -1.0, 1.0])
+    grown = GaussianProcess(X, y[:3], theta).extended(X[1:2], y)
+    scratch = GaussianProcess(np.vstack([X, X[1:2]]), y, theta)
+    Q = np.array([[0.5, 0.5], [0.3, 0.3]])
+    for got, want in zip(grown.predict(Q), scratch.predict(Q), strict=True):
+        assert np.isfinite(got).all() and np.allclose(got, want, atol=1e-6)
+
+
 def test_expected_improvement_against_the_closed_form():
     mean, std = np.array([0.5, -0.2, 3.0, 10.0]), np.array([1.0, 0.3, 0.5, 0.4])
     best = 0.0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hpc_hpo.search.gp.encoding import Encoding
+from hpc_hpo.search.gp.model import GaussianProcess
 from hpc_hpo.search.gp.suggester import MIN_POINTS, BayesSuggester
 from hpc_hpo.search.space import parse_space
 
@@ -156,6 +157,28 @@ def test_large_histories_use_subsets_and_stay_valid(n):
     s.update([(p, mixed_loss(p)) for p in points])
     p = s.suggest(MIXED.sample(np.random.default_rng(11), 7))
     assert MIXED.check_point(p, "p") == p and MIXED.key(p) not in {MIXED.key(q) for q in points}
+
+
+def test_between_fits_the_posterior_extends_the_last_one_and_equals_the_posterior_built_anew():
+    s = BayesSuggester(MIXED, True, np.random.default_rng(3))
+    points = MIXED.sample(np.random.default_rng(4), 160)  # past ALWAYS_REFIT_BELOW: fits every few steps
+    s.update([(p, mixed_loss(p)) for p in points[:150]])
+    s.suggest([])
+    query = s.encoding.encode(MIXED.sample(np.random.default_rng(6), 50))
+    extended_steps = 0
+    for p in points[150:]:
+        last = s._base
+        s.update([(p, mixed_loss(p))])
+        s.suggest(MIXED.sample(np.random.default_rng(5), 3))
+        gp = s._base
+        if last is not None and gp.theta_ is last.theta_:  # no fit between: the last factor, one point added
+            extended_steps += 1
+            assert len(gp.X_) == len(last.X_) + 1 and np.array_equal(gp.L_[:len(last.X_), :len(last.X_)], last.L_)
+        anew = GaussianProcess(gp.X_, gp.y_, gp.theta_)
+        assert np.allclose(gp.L_, anew.L_, atol=1e-9)
+        for got, want in zip(gp.predict(query), anew.predict(query), strict=True):  # values of order 1
+            assert np.allclose(got, want, rtol=0, atol=1e-8)
+    assert extended_steps >= 5
 
 
 def test_vectorised_sampling_agrees_with_the_parameter_dicts():
