@@ -74,7 +74,8 @@ def sphere(params: dict) -> float:
 
 class StepModel:
     """Seconds our Bayesian step takes with n observations and p pending points (6-D, one core): measured
-    at a few sizes, interpolated in log-log."""
+    at a few sizes, interpolated in log-log. Each measured step comes after p new results (a worker learns one
+    from each of the others between two steps): with one, a step would only extend the last one's factor."""
 
     SIZES = (20, 100, 400, 1000, 2000, 4000)
     PENDING = (1, 8, 64, 512)
@@ -94,9 +95,9 @@ class StepModel:
                     pending = space.sample(rng, p)
                     suggester.suggest(pending)  # the fit, once
                     times = []
-                    for _ in range(3):
-                        extra = space.sample(rng, 1)[0]
-                        suggester.update([(extra, H6["function"](extra))])
+                    for _ in range(3):  # as many new results as pending points: one from each other worker
+                        extra = space.sample(rng, p)
+                        suggester.update((q, H6["function"](q)) for q in extra)
                         started = time.perf_counter()
                         suggester.suggest(pending)
                         times.append(time.perf_counter() - started)

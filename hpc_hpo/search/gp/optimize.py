@@ -31,6 +31,7 @@ N_STARTS = 5
 N_INCUMBENT_STARTS = 3
 LOCAL_STEP = 0.05
 MAXITER = 40
+MANY_MAXITER = 20
 
 
 def candidates(encoding: Encoding, rng: np.random.Generator, best_unit: np.ndarray, n_sobol: int = N_SOBOL) -> np.ndarray:
@@ -101,10 +102,12 @@ def ranked_points(gp: GaussianProcess, encoding: Encoding, rng: np.random.Genera
     observed points, so the region of the incumbent is always searched closely, however tempting
     far corners look.
     """
+    many = len(gp.X_) > MANY_OBSERVATIONS
     if X is None:
         # Scoring costs n^2 per candidate; with many observations the model is sharper and fewer do.
-        n_sobol = N_SOBOL if len(gp.X_) <= MANY_OBSERVATIONS else N_SOBOL // 2
-        X = candidates(encoding, rng, best_unit, n_sobol)
+        X = candidates(encoding, rng, best_unit, N_SOBOL // 2 if many else N_SOBOL)
+    if many:  # and the refinement (n^2 an iteration: 2.5 ms at 1,000 points) needs fewer iterations from them
+        maxiter = min(maxiter, MANY_MAXITER)
     values = score(gp, X, name, best, xi, kappa)
     order = np.argsort(-values)
     starts = np.vstack([X[order[:n_starts]], encoding.sample(best_unit[:n_incumbent_starts])])

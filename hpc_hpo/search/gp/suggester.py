@@ -167,10 +167,11 @@ class BayesSuggester:
 
     def _needs_fit(self, n: int) -> bool:
         """Refit the hyperparameters every time while points are few, then every REFIT_EVERY steps
-        or when the history has grown by a fifth since the last fit."""
+        or when the history has grown by a fifth since the last fit, while it fits in MAX_POSTERIOR (beyond, the
+        fit sees MAX_FIT of them either way; with thousands of workers a history grows by a fifth at every step)."""
         if self._theta is None or n <= ALWAYS_REFIT_BELOW:
             return True
-        return self._since_fit >= REFIT_EVERY or n > 1.2 * self._fitted_points
+        return self._since_fit >= REFIT_EVERY or (n > 1.2 * self._fitted_points and self._fitted_points < MAX_POSTERIOR)
 
     def _values(self, points: list[_Point]) -> np.ndarray:
         if any(p.levels for p in points):
