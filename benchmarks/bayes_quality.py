@@ -150,14 +150,15 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--peers", default="", help="comma-separated: optuna-gp,optuna-tpe,skopt-gp,hebo, or all; "
-                                                    "hpc_hpo-lookahead for ours with lookahead = true")
+                        "hpc_hpo-lookahead for ours with lookahead = true (prepared when the trial starts), "
+                        "hpc_hpo-refresh (prepared shortly before it ends, as under MPI)")
     parser.add_argument("--mpi", action="store_true", help="also run ours for real under mpirun and in one process")
     parser.add_argument("--sleep", type=float, default=0.05, help="with --mpi: seconds each evaluation sleeps")
     parser.add_argument("--step", type=float, default=0.0,
                         help="a choice takes this long (trials take 0.5-1.5): ours runs with sequential = true, "
                              "\"auto\" and false, workers choosing at once not knowing each other's points")
     args = parser.parse_args()
-    peers = ["hpc_hpo-lookahead", "optuna-gp", "optuna-tpe", "skopt-gp", "hebo"] if args.peers == "all" else \
+    peers = ["hpc_hpo-lookahead", "hpc_hpo-refresh", "optuna-gp", "optuna-tpe", "skopt-gp", "hebo"] if args.peers == "all" else \
         [p for p in args.peers.split(",") if p]
     half, w = args.budget // 2, args.workers
     ours = f"hpc_hpo, {w} workers"

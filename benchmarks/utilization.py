@@ -2,6 +2,7 @@
 
     python benchmarks/utilization.py                     # 8 workers, 1-second trials, 200 trials, 190 Bayesian
     python benchmarks/utilization.py --not-sequential    # let workers choose points at the same time
+    python benchmarks/utilization.py --executor process --lookahead   # trials in child processes, steps prepared
 
 Utilisation = time inside the objective, summed over trials, over 8 workers x the wall time from
 the first dispatch to the last result. The rest is the Bayesian step on the worker, waiting for
@@ -38,13 +39,16 @@ def main() -> None:
     parser.add_argument("--problem", default="hartmann6")
     parser.add_argument("--not-sequential", action="store_true")
     parser.add_argument("--lookahead", action="store_true", help="prepare each step while the trial before it runs")
+    parser.add_argument("--executor", choices=["inline", "process"], default="inline",
+                        help="where trials run (process: a child per worker, as for TensorFlow; the look-ahead then "
+                             "prepares each step shortly before the trial ends, with the latest results)")
     parser.add_argument("--keep", type=Path, help="write the experiment and results file here (default: a temporary folder)")
     args = parser.parse_args()
 
     sequential = "false" if args.not_sequential else "true"
     phases = (f'[[phase]]\nstrategy = "sobol"\ntrials = {args.initial}\n\n[[phase]]\nstrategy = "bayes"\n'
               f"trials = {args.trials - args.initial}\nsequential = {sequential}\n"
-              f"lookahead = {'true' if args.lookahead else 'false'}\n")
+              f"lookahead = {'true' if args.lookahead else 'false'}\n\n[workers]\nexecutor = \"{args.executor}\"\n")
     with tempfile.TemporaryDirectory() as tmp:
         cwd = args.keep or Path(tmp)
         cwd.mkdir(parents=True, exist_ok=True)
@@ -76,7 +80,8 @@ def main() -> None:
             to_worker.append(b["t_start"] - b["t_submit"] - b["suggest_seconds"])  # the task's message, starting it
     run = results.runs[-1]
     print(f"{args.workers} workers, {args.problem}, objective sleeps {args.sleep} s, {len(rows)} trials "
-          f"({sum(r['strategy'] == 'bayes' for r in rows)} Bayesian), sequential = {sequential}")
+          f"({sum(r['strategy'] == 'bayes' for r in rows)} Bayesian), sequential = {sequential}, "
+          f"lookahead = {str(args.lookahead).lower()}, executor = {args.executor}")
     print(f"  utilisation (time in the objective)     {100 * utilisation:6.2f} %")
     print(f"  wall time                               {end - start:8.1f} s (ideal {len(rows) * args.sleep / args.workers:.1f} s)")
     for label, values in (("gap before a Bayesian trial", gaps), ("  result to master, wait for a turn", to_master),

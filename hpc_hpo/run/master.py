@@ -37,14 +37,16 @@ from ..trials.devices import Binding
 from .comm import Backoff, Comm
 from .options import RunOptions
 from .progress import ProgressReporter
-from .protocol import Bye, Epoch, Hello, Interrupted, Result, Stop, Suggested, Task, Verdict
+from .protocol import Bye, Epoch, Hello, Interrupted, Refresh, Result, Stop, Suggested, Task, Update, Verdict
 from .scheduler import (
     Dispatch,
     EpochReported,
     Judge,
     Record,
+    RefreshAsked,
     RemoveCheckpoints,
     Scheduler,
+    SendUpdate,
     ShowRunning,
     StopWorker,
     TrialFinished,
@@ -143,6 +145,8 @@ class MasterLoop:
                 self.comm.send(task, trial.rank)
             elif kind is Judge:
                 self.comm.send(Verdict(instruction.trial_id, instruction.epoch, instruction.stop), instruction.rank)
+            elif kind is SendUpdate:  # without waiting: the worker takes it at its next poll, while its trial runs
+                self.comm.post(Update(instruction.trial_id, tuple(instruction.suggest)), instruction.rank)
             elif kind is Record:
                 self._check_metric(instruction.trial)
                 self.writer.set_running(self.slots[instruction.trial.rank], None)
@@ -185,6 +189,8 @@ class MasterLoop:
         elif kind is Suggested:
             started = TrialStarted(source, message.trial_id, message.params, message.seconds)
             self.apply(self.scheduler.handle(started, time.time()))
+        elif kind is Refresh:
+            self.apply(self.scheduler.handle(RefreshAsked(source, message.trial_id), time.time()))
         elif kind is Epoch:
             self.writer.append_epoch(message.trial_id, message.epoch, message.metrics, message.time)
             if not self._metric_seen:
@@ -198,7 +204,7 @@ class MasterLoop:
         elif kind is Interrupted:
             self.interrupted_by = f"rank {source} got {signal.Signals(message.signal).name}"
         else:
-            raise RuntimeError(f"expected a Result or Suggested from rank {source}, got {message!r}")
+            raise RuntimeError(f"expected a worker's message from rank {source}, got {message!r}")
 
     def _check_metric(self, trial) -> None:
         """Warn once, at the first trial that finished, if no trial reported the stopping rule's metric so far."""

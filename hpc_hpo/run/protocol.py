@@ -7,6 +7,8 @@ The conversation of one worker:
     worker -> master   Hello(rank, host, ...)   error set if the objective cannot be loaded
     master -> worker   Task(...)                one in flight per worker
     worker -> master   Suggested(...)           only for a Bayesian Task: the point it chose, first
+    worker -> master   Refresh(trial_id)        look-ahead: shortly before the trial is expected to end
+    master -> worker   Update(...)              its answer: what the worker has not seen, what runs now
     worker -> master   Epoch(...)               any number: metrics the trial reported on its way
     master -> worker   Verdict(...)             after an Epoch that crossed one of the trial's rungs: go on or stop
     worker -> master   Result(...)              the master answers with the next Task or Stop
@@ -32,7 +34,7 @@ from typing import Any, NamedTuple
 from .. import _version
 
 #: Raised when a message changes shape; master and workers must agree.
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 
 
 def this_install() -> tuple[str, int]:
@@ -130,6 +132,23 @@ class Suggested(NamedTuple):
     seconds: float
 
 
+class Refresh(NamedTuple):
+    """A Bayesian trial with ``lookahead`` is about to end (by its worker's estimate): the worker asks for what it
+    has not seen yet, to prepare its next step while the trial still runs."""
+
+    TAG = 12
+    trial_id: int
+
+
+class Update(NamedTuple):
+    """The answer to :class:`Refresh`: (observations the worker has not seen, points running now, 0), as a
+    Bayesian Task's ``suggest``; the worker's next Bayesian task carries only what came after it."""
+
+    TAG = 13
+    trial_id: int
+    suggest: tuple
+
+
 class Result(NamedTuple):
     """The outcome of a Task: ``value`` and ``metrics``, or ``error`` for a failed trial.
 
@@ -197,10 +216,11 @@ class Bye(NamedTuple):
     rank: int
 
 
-Message = Join | Setup | Hello | Task | Suggested | Result | Epoch | Verdict | Stop | Interrupted | Bye
+Message = (Join | Setup | Hello | Task | Suggested | Refresh | Update | Result | Epoch | Verdict | Stop | Interrupted
+           | Bye)
 
-_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Join, Setup, Hello, Task, Suggested, Result, Epoch, Verdict,
-                                                     Stop, Interrupted, Bye)}
+_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in (Join, Setup, Hello, Task, Suggested, Refresh, Update, Result,
+                                                     Epoch, Verdict, Stop, Interrupted, Bye)}
 
 
 def encode(message: Message) -> tuple[int, tuple]:

@@ -114,6 +114,13 @@ class TrialFinished(NamedTuple):
     result: Result
 
 
+class RefreshAsked(NamedTuple):
+    """A worker whose Bayesian trial is about to end asks for what it has not seen, to prepare its next step."""
+
+    rank: int
+    trial_id: int
+
+
 class EpochReported(NamedTuple):
     """A running trial reported metrics after ``epoch`` (0-based)."""
 
@@ -150,6 +157,14 @@ class Dispatch(NamedTuple):
     trial: TrialRecord
     suggest: Suggest | None = None
     base: dict | None = None
+
+
+class SendUpdate(NamedTuple):
+    """Answer a worker's refresh: what it needs to prepare its next Bayesian step (``suggest.slot`` is 0)."""
+
+    rank: int
+    trial_id: int
+    suggest: Suggest
 
 
 class Warn(NamedTuple):
@@ -320,6 +335,8 @@ class Scheduler:
             return self._on_epoch(event)
         elif type(event) is TrialStarted:
             instructions = self._on_started(event)
+        elif type(event) is RefreshAsked:
+            return self._on_refresh(event)
         elif type(event) is WorkerReady:
             self.hosts[event.rank] = event.host
             self.gpus[event.rank] = event.gpus
@@ -439,6 +456,19 @@ class Scheduler:
         else:
             self._queue_repeats(trial)
         return [ShowRunning(trial)]
+
+    def _on_refresh(self, event: RefreshAsked) -> list:
+        """What a worker with ``lookahead`` needs to prepare its next step while its Bayesian trial ends: the results it
+        has not seen (from now on its next task carries only those that come later) and the points running now, its
+        own among them. Nothing when the trial is not one the worker chose, or its phase has no points left to choose."""
+        trial = self.running.get(event.rank)
+        if (self._stopping or trial is None or trial.trial_id != event.trial_id or trial.segment
+                or trial.strategy != "bayes"):
+            return []
+        phase = self.phases[trial.phase - 1]
+        if phase.exhausted or not phase.config.options.get("lookahead", False):
+            return []
+        return [SendUpdate(event.rank, event.trial_id, self._suggest_for(event.rank, 0))]
 
     def _on_epoch(self, event: EpochReported) -> list:
         """Judge a reported epoch by the stopping rule; a verdict only where it crossed one of the trial's rungs."""
@@ -664,14 +694,17 @@ class Scheduler:
         return trial
 
     def _dispatch_suggest(self, phase: PhaseRun, rank: int, now: float) -> Dispatch:
-        seen = self._seen[rank]
-        observations = self._packed_history.since(seen, MAX_OBSERVATIONS)  # pickled once each: a join
+        slot = self._choosing[rank] = self._take_slot()
+        suggest = self._suggest_for(rank, slot % SLOTS)
+        return Dispatch(self._new_trial(phase, rank, None, now), suggest)
+
+    def _suggest_for(self, rank: int, slot: int) -> Suggest:
+        """The results ``rank`` has not seen (now seen) and the points pending now."""
+        observations = self._packed_history.since(self._seen[rank], MAX_OBSERVATIONS)  # pickled once each: a join
         self._seen[rank] = len(self.history)
         pending = list(islice(reversed(self._pending_points.values()), MAX_PENDING))
         pending += [pickled(r.params) for r in islice(self._repeats, MAX_PENDING)]
-        slot = self._choosing[rank] = self._take_slot()
-        return Dispatch(self._new_trial(phase, rank, None, now),
-                        Suggest(observations, Packed.of(pending), slot % SLOTS))
+        return Suggest(observations, Packed.of(pending), slot)
 
     def _dispatch_segment(self, phase: PhaseRun, segment: Segment, rank: int, now: float) -> Dispatch:
         phase.issued += 1

@@ -35,7 +35,7 @@ from ..results import checkpoints
 from ..results.records import DONE, FAILED, PRUNED
 from ..search.strategies import STRATEGIES
 from ..trials.devices import Binding, Place, apply_binding, here
-from ..trials.executor import InlineExecutor, ProcessExecutor, choose_executor
+from ..trials.executor import ABANDON_POLL, InlineExecutor, ProcessExecutor, choose_executor
 from ..trials.objective import TrialContext
 from .comm import MASTER, Backoff, Comm
 from .options import Ended
@@ -46,11 +46,13 @@ from .protocol import (
     Interrupted,
     Join,
     Message,
+    Refresh,
     Result,
     Setup,
     Stop,
     Suggested,
     Task,
+    Update,
     Verdict,
     this_install,
 )
@@ -62,6 +64,10 @@ log = logging.getLogger(__name__)
 MAX_START_FAILURES = 3
 #: Seconds a trial waits at a rung for the stopping rule's verdict before it goes on without one.
 VERDICT_TIMEOUT = 30.0
+#: Look-ahead with a refresh: the worker asks for what it has not seen this long, plus its last step's time, before
+#: its trial is expected to end (as long as its last one), and asks ``abandon`` this often meanwhile.
+REFRESH_MARGIN = 0.03
+REFRESH_POLL = 0.02
 
 
 class Worker:
@@ -83,6 +89,13 @@ class Worker:
         self.abandon: Callable[[], bool] | None = None
         self._verdicts: dict[int, bool] = {}  # trial -> the stopping rule's last verdict, not yet taken
         self._lookahead: threading.Thread | None = None  # preparing the next Bayesian step while a trial runs
+        #: Set by the MPI driver, which asks ``abandon`` while a trial runs in a child: the look-ahead can then ask
+        #: the master for the latest results shortly before the trial ends (:meth:`refresh`), not only use the task's.
+        self.can_refresh = False
+        self._refresh: tuple[float, int, dict] | None = None  # (when, trial id, phase options): the Refresh to send
+        self._refreshed: dict | None = None  # the phase options of the Refresh sent, until its Update comes
+        self._last_trial_seconds: float | None = None  # this worker's last trial, start to end
+        self._last_step_seconds = 0.0  # its last whole Bayesian step (or prepared one)
 
     def join(self, place: Place) -> None:
         """Tell the master this rank has started, which install it runs and where: the first message."""
@@ -92,6 +105,8 @@ class Worker:
         """Act on a message from the master; replies go out through ``send``."""
         if isinstance(message, Verdict):
             self._verdicts[message.trial_id] = message.stop
+        elif isinstance(message, Update):
+            self._prepare_from(message)
         elif isinstance(message, Task):
             self.run_task(message)
         elif isinstance(message, Setup):
@@ -153,6 +168,7 @@ class Worker:
         (:class:`TrialAbandoned`: it runs on resume), so Ctrl-C between two trials never waits for a third."""
         if self.stop_request is not None and self.stop_request.requested:
             raise TrialAbandoned
+        self._refreshed = None  # a Refresh the master did not answer (its phase ended) is not answered later
         params = task.params if task.suggest is None else self.choose(task)
         options = self.config.phases[task.phase - 1].options
         if task.suggest is not None and not task.segment and options.get("lookahead", False):
@@ -202,7 +218,11 @@ class Worker:
         finally:
             if inline:
                 self.stop_request.in_inline_trial = False
+            self._refresh = None  # the trial ended before the moment to ask: the next step is done whole
+            if isinstance(self.executor, ProcessExecutor):
+                self.executor.abandon_poll = ABANDON_POLL
         t_end = time.time()
+        self._last_trial_seconds = t_end - t_start
         log.debug("trial %d %s in %.3fs", task.trial_id, outcome.status, t_end - t_start)
         failures = getattr(self.executor, "start_failures", 0)
         if failures >= MAX_START_FAILURES:
@@ -259,12 +279,54 @@ class Worker:
     def _look_ahead(self, task: Task, params: dict) -> None:
         """Prepare the next Bayesian step in a helper thread while this trial runs, with the trial itself and the
         points running elsewhere as pending (:meth:`BayesSuggester.prepare`): the next step then folds in what
-        finished meanwhile. The next step waits for it, so the same seed gives the same points."""
-        pending = [*task.suggest[1], params]
+        finished meanwhile. The next step waits for it, so the same seed gives the same points.
+
+        Under MPI with the trial in a child process, and once this worker knows how long a trial takes (its last
+        one), the step is prepared later, with fresher data: shortly before the trial is expected to end the
+        worker asks the master for the results it has not seen (:meth:`refresh`), and prepares the step from the
+        :class:`Update` (:meth:`_prepare_from`); then only the results of the last moments are folded in.
+        """
         options = self.config.phases[task.phase - 1].options
-        self._lookahead = threading.Thread(target=self._suggester.prepare, args=(pending, options),
-                                           name="hpc_hpo-lookahead", daemon=True)
+        if self.can_refresh and isinstance(self.executor, ProcessExecutor) and self._last_trial_seconds is not None:
+            lead = self._last_step_seconds + REFRESH_MARGIN
+            self._refresh = (time.monotonic() + max(0.0, self._last_trial_seconds - lead), task.trial_id, options)
+            self.executor.abandon_poll = REFRESH_POLL
+            return
+        self._start_look_ahead([*task.suggest[1], params], options)
+
+    def _start_look_ahead(self, pending: list, options: dict) -> None:
+        def prepare() -> None:
+            started = time.perf_counter()
+            self._suggester.prepare(pending, options)
+            self._last_step_seconds = time.perf_counter() - started
+
+        self._lookahead = threading.Thread(target=prepare, name="hpc_hpo-lookahead", daemon=True)
         self._lookahead.start()
+
+    def refresh(self) -> None:
+        """Ask the master for the results this worker has not seen, once, when the look-ahead's moment has come
+        (called while the trial runs, each time the driver asks ``abandon``)."""
+        if self._refresh is None or time.monotonic() < self._refresh[0]:
+            return
+        _, trial_id, self._refreshed = self._refresh
+        self._refresh = None  # (``abandon`` is still asked often: the Update is taken within REFRESH_POLL)
+        log.debug("trial %d: asking for the latest results to prepare the next step", trial_id)
+        self.send(Refresh(trial_id))
+
+    def _prepare_from(self, update: Update) -> None:
+        """The master's answer to :meth:`refresh`: add the results to the replica now, prepare the step in the helper
+        thread with the points running now as pending (this worker's trial among them)."""
+        options, self._refreshed = self._refreshed, None
+        if isinstance(self.executor, ProcessExecutor):
+            self.executor.abandon_poll = ABANDON_POLL
+        if options is None or self._suggester is None:
+            return
+        self._join_look_ahead()
+        observations, pending, _ = update.suggest
+        self._suggester.update(observations)
+        log.debug("trial %d: preparing the next step with %d new results, %d running", update.trial_id,
+                  len(observations), len(pending))
+        self._start_look_ahead(list(pending), options)
 
     def _join_look_ahead(self) -> None:
         if self._lookahead is not None:
@@ -273,6 +335,7 @@ class Worker:
 
     def choose(self, task: Task) -> dict:
         """The Bayesian step: update the replica, choose a point, tell the master before evaluating it."""
+        looked_ahead = self._lookahead is not None
         self._join_look_ahead()
         if self._suggester is None and not task.segment:
             self._suggester = self._make_suggester()
@@ -287,6 +350,8 @@ class Worker:
             self._suggester.update(observations)
             params = self._suggester.suggest(pending, self.config.phases[task.phase - 1].options, slot)
         seconds = time.perf_counter() - started
+        if not looked_ahead:
+            self._last_step_seconds = seconds
         log.debug("trial %d: chose %s in %.3fs from %d observations", task.trial_id, params, seconds,
                   len(observations) if task.segment else self._suggester.observations)
         self.send(Suggested(task.trial_id, params, seconds))
@@ -325,15 +390,17 @@ def run_worker(comm: Comm) -> Ended:
     def abandon() -> bool:
         if stop_request.requested:
             return True
+        worker.refresh()
         received = comm.poll()
         if received is not None:
-            if type(received[1]) is Verdict:
-                worker.handle(received[1])  # for the running trial, which waits for it
+            if type(received[1]) in (Verdict, Update):
+                worker.handle(received[1])  # for the running trial, which waits for it; the look-ahead's data
             else:
                 received_during_trial.append(received[1])
         return bool(received_during_trial) and isinstance(received_during_trial[0], Stop)
 
     worker.abandon = abandon
+    worker.can_refresh = True
     # A worker polls only between its trials, when the master's answer is due within milliseconds:
     # sleeps of at most 2 ms (not 10) took about a point of utilisation back with 1-second trials.
     backoff = Backoff(spin=0.001, max_sleep=0.002)

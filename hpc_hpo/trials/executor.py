@@ -146,6 +146,9 @@ class ProcessExecutor:
         self.objective_spec = objective_spec
         self.base_dir = base_dir
         self.trial_timeout = trial_timeout
+        #: Seconds between two questions to ``abandon`` while a trial runs (a worker that must act at a given
+        #: moment of the trial, the look-ahead's refresh, asks more often).
+        self.abandon_poll = ABANDON_POLL
         self.max_trials_per_process = max_trials_per_process
         self.max_process_memory_mb = max_process_memory_mb
         self.startup_timeout = startup_timeout
@@ -198,7 +201,7 @@ class ProcessExecutor:
                     child.kill()
                     self._child = None  # no replacement: the worker is about to exit
                     raise TrialAbandoned
-                remaining = min(remaining, ABANDON_POLL)
+                remaining = min(remaining, self.abandon_poll)
             ready = wait([child.conn, child.process.sentinel], timeout=None if remaining == math.inf else remaining)
             if child.conn in ready:
                 try:

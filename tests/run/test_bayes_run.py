@@ -111,6 +111,37 @@ def test_eight_workers_no_duplicates_and_the_master_never_fits_a_model(tmp_path)
     assert len({r["rank"] for r in rows}) == 8
 
 
+def test_under_mpirun_the_look_ahead_prepares_each_step_from_the_results_of_shortly_before_its_trial_ends(tmp_path):
+    """Trials in child processes, ``lookahead = true``: after its first trial each worker asks the master for the
+    latest results shortly before its trial ends (it knows how long one takes) and prepares its next step then.
+    Every trial is stored once, and no point is proposed twice or next to one running elsewhere."""
+    body = bayes_experiment(trials=15, sleep=0.4, seed=4, extra="lookahead = true") + '\n[workers]\nexecutor = "process"\n'
+    write_experiment(tmp_path, body, OBJECTIVE)
+    out = run_command(mpirun_command(4, ["run", "experiment.toml", "-vv"]), tmp_path, timeout=300)
+    assert out.returncode == 0, out.output
+    rows = read_results(tmp_path / "results.h5").records()
+    assert sorted(r["trial_id"] for r in rows) == list(range(23))  # (act = "nan" fails: the objective says so)
+    asked = out.output.count("asking for the latest results to prepare the next step")
+    prepared = out.output.count("preparing the next step with")
+    # 15 Bayesian trials on 3 workers: most ask; the master answers unless the phase has handed out all its trials
+    # (then no step follows: at most one unanswered question per worker)
+    assert asked >= 6 and asked - 3 <= prepared <= asked and prepared >= 6, out.output[-3000:]
+    space = parse_space({"x": {"type": "float", "low": -5.0, "high": 5.0},
+                         "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+                         "units": {"type": "int", "low": 16, "high": 512, "log": True},
+                         "act": {"type": "categorical", "choices": ["relu", "tanh", "nan"]}})
+    points = [{k: r[f"param_{k}"] for k in space.names} for r in rows]
+    assert len({space.key(p) for p in points}) == len(points)
+    unit = dict(zip((r["trial_id"] for r in rows), space.to_unit(points), strict=True))
+    bayes = [r for r in rows if r["strategy"] == "bayes"]
+    for a in bayes:
+        for b in rows:
+            if b is a or not b["t_start"] < a["t_submit"] < b["t_end"]:
+                continue  # b was not running when a's point was chosen
+            distance = np.linalg.norm(unit[a["trial_id"]] - unit[b["trial_id"]]) / math.sqrt(space.dim)
+            assert distance >= 0.01, (a["trial_id"], b["trial_id"], distance)
+
+
 def test_a_worker_readies_the_gp_at_set_up_only_when_a_phase_needs_it(tmp_path):
     """No first-task stall (importing scipy.stats took 1.3 s per worker), and no GP for random search."""
     from hpc_hpo.config import parse_config

@@ -15,11 +15,13 @@ from hpc_hpo.run.protocol import (
     Hello,
     Interrupted,
     Join,
+    Refresh,
     Result,
     Setup,
     Stop,
     Suggested,
     Task,
+    Update,
     Verdict,
     decode,
     encode,
@@ -40,6 +42,8 @@ MESSAGES = [
     Task(7, {"x": 0.5}, 1, "random"),
     Task(8, None, 2, "bayes", ([({"x": 0.5}, 1.0)], [{"x": 0.25}])),
     Suggested(8, {"x": 0.75}, 0.05),
+    Refresh(8),
+    Update(8, ([({"x": 0.5}, 1.0)], [{"x": 0.75}], 0)),
     Epoch(7, 2, {"loss": 0.5}, 1.0e9),
     Result(7, 0.5, {"acc": 0.9}, "", 1.0, 2.0, "done", 812.5),
     Result(9, None, {}, "TrialProcessStartTimeout: ...", 1.0, 2.0, "failed", 0.0, "its trial process ..."),
@@ -57,7 +61,8 @@ def test_every_message_survives_the_wire(message):
 
 
 def test_every_message_has_its_own_tag():
-    tags = [cls.TAG for cls in (Join, Setup, Hello, Task, Suggested, Result, Epoch, Verdict, Stop, Interrupted, Bye)]
+    tags = [cls.TAG for cls in (Join, Setup, Hello, Task, Suggested, Refresh, Update, Result, Epoch, Verdict, Stop,
+                                Interrupted, Bye)]
     assert len(set(tags)) == len(tags)
     with pytest.raises(ValueError, match="unknown message tag 99"):
         decode(99, ())

@@ -215,9 +215,10 @@ class BayesDriver(Driver):
             self.finish(rank, error=error_of(self.pending[rank].trial) if error_of else "")
 
 
-def bayes_config(trials=6, repeats=1, sequential=True, random_first=3):
+def bayes_config(trials=6, repeats=1, sequential=True, random_first=3, **options):
     return make_config([{"strategy": "random", "trials": random_first},
-                        {"strategy": "bayes", "trials": trials, "repeats": repeats, "sequential": sequential}])
+                        {"strategy": "bayes", "trials": trials, "repeats": repeats, "sequential": sequential,
+                         **options}])
 
 
 def test_bayesian_tasks_carry_only_unseen_results_and_the_points_running_elsewhere():
@@ -236,6 +237,39 @@ def test_bayesian_tasks_carry_only_unseen_results_and_the_points_running_elsewhe
     rank, suggest = d.suggests[-1]
     assert rank == 1 and len(suggest.observations) == 2  # only what rank 1 had not seen: trials 1 and 3
     assert {p["x"] for p in suggest.pending} == {d.pending[2].trial.params["x"], d.pending[3].trial.params["x"]}
+
+
+def test_a_refresh_brings_the_unseen_results_and_the_running_points_and_the_next_task_only_what_came_after():
+    from hpc_hpo.run.scheduler import RefreshAsked, SendUpdate
+
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=8, random_first=3, lookahead=True)), workers=(1, 2, 3))
+    d.finish(1)
+    d.choose(1)  # rank 1 runs Bayesian trial 3, having seen trial 0
+    trial = d.pending[1].trial
+    d.finish(2)
+    d.choose(2)
+    [update] = d.s.handle(RefreshAsked(1, trial.trial_id), d.now)  # shortly before trial 3 ends
+    assert isinstance(update, SendUpdate) and (update.rank, update.trial_id, update.suggest.slot) == (1, 3, 0)
+    assert [o[0]["x"] for o in update.suggest.observations] == [d.records[-1].params["x"]]  # trial 1: unseen
+    running = {p["x"] for p in update.suggest.pending}
+    assert running == {d.pending[r].trial.params["x"] for r in (1, 2, 3)}  # its own trial among them
+    assert d.s.handle(RefreshAsked(1, trial.trial_id + 1), d.now) == []  # not the trial it runs: nothing
+    assert d.s.handle(RefreshAsked(3, d.pending[3].trial.trial_id), d.now) == []  # a random trial: nothing
+    d.finish(3)
+    d.choose(3)
+    d.finish(1)  # trial 3 ends: the next task carries trial 2 and trial 3 only
+    rank, suggest = d.suggests[-1]
+    assert rank == 1 and sorted(o[0]["x"] for o in suggest.observations) == sorted(
+        r.params["x"] for r in d.records[-2:])
+
+
+def test_without_lookahead_a_refresh_is_not_answered():
+    from hpc_hpo.run.scheduler import RefreshAsked
+
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=8, random_first=3)), workers=(1, 2, 3))
+    d.finish(1)
+    d.choose(1)
+    assert d.s.handle(RefreshAsked(1, d.pending[1].trial.trial_id), d.now) == []
 
 
 def test_a_bayesian_task_carries_the_pending_points_chosen_last_up_to_the_limit(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from hpc_hpo import __version__
 from hpc_hpo.config import parse_config
 from hpc_hpo.errors import EXIT_OK, EXIT_RESUMABLE, TrialAbandoned
-from hpc_hpo.run.protocol import PROTOCOL_VERSION, Bye, Hello, Join, Result, Setup, Stop, Task
+from hpc_hpo.run.protocol import PROTOCOL_VERSION, Bye, Hello, Join, Refresh, Result, Setup, Stop, Suggested, Task, Update
 from hpc_hpo.run.signals import StopRequest
 from hpc_hpo.run.worker import MAX_START_FAILURES, Worker
 from hpc_hpo.trials.devices import local_place
@@ -142,3 +142,44 @@ def test_a_bayesian_trial_runs_beside_the_look_ahead_for_the_next_step(tmp_path,
     assert worker._suggester.observations == 4  # the step waited for the look-ahead, then folded in the result
     worker.close()
     assert worker._lookahead is None
+
+
+def test_under_mpi_the_look_ahead_asks_for_the_latest_results_shortly_before_the_trial_ends(tmp_path):
+    """With trials in a child process (the driver asks ``abandon`` meanwhile), the look-ahead does not prepare the
+    next step when the trial starts: near its expected end (the last trial's length) it sends a Refresh, and
+    prepares the step from the master's Update; the next task then carries only what came after."""
+    worker, sent = worker_with(tmp_path, {"executor": "process"}, SLOW,
+                               [{"strategy": "bayes", "trials": 8, "lookahead": True}])
+    news = [({"x": 0.31}, 0.0001)]  # a result the master learnt while the second trial ran
+
+    def send(message):
+        sent.append(message)
+        if isinstance(message, Refresh):  # the master answers at once: the news, the points running now
+            chosen = next(m for m in reversed(sent) if isinstance(m, Suggested))
+            worker.handle(Update(message.trial_id, (list(news), [chosen.params], 0)))
+            news.clear()  # what it sent is seen
+
+    worker.send = send
+    worker.can_refresh = True
+    worker.abandon = lambda: worker.refresh() or False  # what the MPI driver does while a trial runs
+    seen = [({"x": x}, (x - 0.3) ** 2) for x in (0.0, 0.5, 1.0)]
+    worker.handle(Task(3, None, 1, "bayes", suggest=(seen, [], 0)))
+    assert not any(isinstance(m, Refresh) for m in sent)  # the first trial: no length to go by, prepared at its start
+    first = sent[-1]
+    worker.handle(Task(4, None, 1, "bayes", suggest=([(sent[-2].params, first.value)], [], 0)))
+    kinds = [type(m) for m in sent[-3:]]
+    assert kinds == [Suggested, Refresh, Result], kinds  # asked while the trial ran, before its result
+    refresh_at = next(m for m in sent if isinstance(m, Refresh))
+    assert refresh_at.trial_id == 4
+    assert worker._suggester.observations == 5  # the three, the first trial's result, the news of the Update
+    assert worker._lookahead is not None  # the helper thread prepares the step from the Update
+    worker._lookahead.join()
+    prepared = worker._suggester._prepared
+    assert prepared is not None and prepared.observations == 5
+    xs = worker._suggester.encoding.decode(prepared.candidates)  # its own running point kept at a distance
+    assert all(abs(p["x"] - sent[-3].params["x"]) >= 0.01 for p in xs)
+    second = sent[-1]
+    worker.handle(Task(5, None, 1, "bayes", suggest=([(sent[-3].params, second.value)], [], 0)))
+    assert sent[-1].trial_id == 5 and sent[-1].status == "done"
+    assert worker._suggester.observations == 6  # only the second trial's result came with the task
+    worker.close()
