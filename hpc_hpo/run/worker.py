@@ -319,11 +319,13 @@ class Worker:
         options, self._refreshed = self._refreshed, None
         if isinstance(self.executor, ProcessExecutor):
             self.executor.abandon_poll = ABANDON_POLL
-        if options is None or self._suggester is None:
+        if self._suggester is None:
             return
         self._join_look_ahead()
         observations, pending, _ = update.suggest
-        self._suggester.update(observations)
+        self._suggester.update(observations)  # always: the master counts them as seen, no later task brings them
+        if options is None:
+            return
         log.debug("trial %d: preparing the next step with %d new results, %d running", update.trial_id,
                   len(observations), len(pending))
         self._start_look_ahead(list(pending), options)
