@@ -84,6 +84,10 @@ def read_results(path: str | Path) -> Results:
             if version not in READABLE_FORMATS:
                 raise StoreError(f"{path}: results format {version!r} is not supported by hpc_hpo {__version__} "
                                  f"(it reads formats {', '.join(map(str, READABLE_FORMATS))})")
+            # /runs first: the writer flushes every row before it marks its run ended, so a reader that sees the
+            # run ended sees every trial of it (read after /trials, a run could look ended with its last trial
+            # missing: `status --watch` stopped on "29 of 30 finished").
+            runs = file["runs"][:]
             finished = file["trials"][:]
             running = file["running"][:]
             running = running[running["status"] == RUNNING.encode()]
@@ -99,7 +103,6 @@ def read_results(path: str | Path) -> Results:
             finished, stored = finished[written], stored[written]
             metrics = np.full((len(finished) + len(running), len(names)), np.nan)
             metrics[: len(finished)] = stored
-            runs = file["runs"][:]
             epochs = file["epochs"][:]
         except KeyError as exc:
             raise StoreError(f"{path}: not an hpc_hpo results file (missing {exc})") from None
