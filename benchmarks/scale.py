@@ -3,6 +3,7 @@
     python benchmarks/scale.py                          # N = 8 .. 16,384, random and Bayesian phases
     python benchmarks/scale.py --workers 8 64 --rounds 3
     python benchmarks/scale.py --real 64 --trial 2      # the simulation on the wall clock beside a real mpirun
+    python benchmarks/scale.py --lookahead              # + the bayes runs with lookahead = true
 
 The real master loop (scheduler, HDF5 writer with its flushes, progress) runs against N
 workers simulated in this process (:mod:`hpc_hpo.run.simulation`): every message is pickled
@@ -11,6 +12,10 @@ drawn from a log-normal around the trial length (sigma 0.3). Bayesian tasks carr
 carry in a job (the observations the worker has not seen and the pending points); the simulated
 worker takes as long to choose as our GP step takes with that history and that many pending
 points (measured here first, on one core: the "step model"), then answers with a random point.
+With ``--lookahead`` the simulated workers also look ahead as under MPI with trials in child
+processes: shortly before a trial ends they ask the master for the latest results, prepare the
+step beside the trial, and after it fold in what came since, as long as our GP takes for that
+(the "fold model", measured the same way).
 
 Per N and phase:
   * master CPU per result, and the results per second it could absorb (1 / that), from a run
@@ -37,6 +42,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from scipy.interpolate import RegularGridInterpolator
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -123,10 +129,59 @@ class StepModel:
             print(f"{round(math.exp(n)):>8}" + "".join(f"{v:>10.4f}" for v in row))
 
 
+
+class FoldModel:
+    """Seconds a worker with a look-ahead spends on its next step after the trial: folding ``k`` new results into the
+    step it prepared with n observations and p pending points (its own trial among them), measured like the step
+    model at a few sizes and interpolated in log-log-log. With more new results than a prepared step can take
+    (half its history, at least 8) the worker does the whole step, and the model measures that."""
+
+    NEW = (1, 16, 256)
+
+    def __init__(self, quick: bool = False):
+        space = parse_space(SPACE)
+        rng = np.random.default_rng(2)
+        sizes = StepModel.SIZES[:3] if quick else StepModel.SIZES
+        pending_sizes = StepModel.PENDING[:3] if quick else StepModel.PENDING
+        table = np.zeros((len(sizes), len(pending_sizes), len(self.NEW)))
+        with threadpool_limits(1):
+            for i, n in enumerate(sizes):
+                for j, p in enumerate(pending_sizes):
+                    for m, k in enumerate(self.NEW):
+                        times = []
+                        for repeat in range(2):
+                            suggester = BayesSuggester(space, True, np.random.default_rng([i, j, m, repeat]))
+                            suggester.update((q, H6["function"](q)) for q in space.sample(rng, n))
+                            pending = space.sample(rng, p)
+                            suggester.suggest(pending)  # the fit, as the steps before this one did
+                            suggester.prepare(pending)
+                            suggester.update((q, H6["function"](q)) for q in space.sample(rng, k))
+                            started = time.perf_counter()
+                            suggester.suggest(pending[1:])  # its own trial has finished
+                            times.append(time.perf_counter() - started)
+                        table[i, j, m] = statistics.median(times)
+        self.table = table
+        self.sizes, self.pending_sizes = sizes, pending_sizes
+        self._interpolate = RegularGridInterpolator(
+            (np.log(sizes), np.log(pending_sizes), np.log(self.NEW)), np.log(table), bounds_error=False,
+            fill_value=None)  # linear, extrapolated past the measured sizes
+
+    def __call__(self, n: int, p: int, k: int) -> float:
+        return float(np.exp(self._interpolate([[math.log(max(n, 1)), math.log(max(p, 1)), math.log(max(k, 1))]])[0]))
+
+    def print(self) -> None:
+        print("fold model: seconds per Bayesian step after a look-ahead (rows: observations; columns: pending points "
+              "/ new results)")
+        print(f"{'':>8}" + "".join(f"{f'{p}/{k}':>10}" for p in self.pending_sizes for k in self.NEW))
+        for n, plane in zip(self.sizes, self.table, strict=True):
+            print(f"{n:>8}" + "".join(f"{v:>10.4f}" for row in plane for v in row))
+
 def simulate(workers: int, strategy: str, trials: int, trial_seconds: float, step, options: dict,
-             clock: str = "virtual", folder: Path | None = None, sigma: float = SIGMA):
-    """One run of the real master against ``workers`` simulated workers; (stats, results file)."""
-    loop, cluster, path = master_loop(workers, strategy, trials, trial_seconds, step, options, clock, folder, sigma)
+             clock: str = "virtual", folder: Path | None = None, sigma: float = SIGMA, fold=None):
+    """One run of the real master against ``workers`` simulated workers; (stats, results file). ``fold``: the
+    workers look ahead (with the phase's ``lookahead`` option) and fold in as long as it says."""
+    loop, cluster, path = master_loop(workers, strategy, trials, trial_seconds, step, options, clock, folder, sigma,
+                                      fold)
     loop.run()
     return cluster.stats, path
 
@@ -148,7 +203,7 @@ def master_memory(workers: int, strategy: str, trials: int, step, options: dict,
 
 
 def master_loop(workers: int, strategy: str, trials: int, trial_seconds: float, step, options: dict,
-                clock: str, folder: Path, sigma: float):
+                clock: str, folder: Path, sigma: float, fold=None):
     """The real master loop with its results file, against a simulated cluster: (loop, cluster, file)."""
     config = parse_config(experiment(strategy, trials, workers, options))
     space = config.space
@@ -156,7 +211,7 @@ def master_loop(workers: int, strategy: str, trials: int, trial_seconds: float, 
     def duration(rng):
         return trial_seconds * rng.lognormal(-sigma * sigma / 2, sigma) if sigma else trial_seconds
 
-    cluster = SimulatedCluster(workers, space, sphere, duration, step, clock=clock, seed=workers)
+    cluster = SimulatedCluster(workers, space, sphere, duration, step, clock=clock, seed=workers, fold=fold)
     path = folder / f"{strategy}-{workers}-{trial_seconds:g}.h5"
     writer = ResultsWriter.create(path, space, {"objective": "functions.py:hartmann6", "direction": "minimize",
                                                 "budget": config.budget}, slots=workers, overwrite=True)
@@ -175,7 +230,7 @@ def compare_with_mpirun(args, step, folder: Path) -> None:
           "master's run, start to close), on the wall clock both:\n  waiting: the polls and sleeps that found no "
           "message (master_wait_cpu_seconds); working: the rest (the simulation's\n  own workers taken out); "
           "busy master: the simulation on the virtual clock, its master never idle")
-    print(f"{'phase':>12} {'trials':>7} {'working sim.':>13} {'working mpirun':>15} {'waiting sim.':>13} "
+    print(f"{'phase':>14} {'trials':>7} {'working sim.':>13} {'working mpirun':>15} {'waiting sim.':>13} "
           f"{'waiting mpirun':>15} {'busy master':>12} {'util sim.':>10} {'util mpirun':>12}")
     for strategy in args.strategies:
         modes = [None] if strategy != "bayes" else args.sequential
@@ -210,10 +265,16 @@ def compare_with_mpirun(args, step, folder: Path) -> None:
             busy = sum(r["t_end"] - r["t_start"] for r in rows)
             util = busy / (busy + sum(gaps))  # as the simulation counts it: each worker's gaps between its trials
             label = strategy if mode is None else f"bayes/{mode}"
-            print(f"{label:>12} {trials:>7} {1e3 * sim_working:>11.3f}ms {1e3 * (real_cpu - real_wait):>13.3f}ms "
+            print(f"{label:>14} {trials:>7} {1e3 * sim_working:>11.3f}ms {1e3 * (real_cpu - real_wait):>13.3f}ms "
                   f"{1e3 * sim_wait:>11.3f}ms {1e3 * real_wait:>13.3f}ms {1e3 * working.master_cpu / working.trials:>10.3f}ms "
                   f"{100 * stats.utilisation:>9.2f}% {100 * util:>11.2f}%")
             sys.stdout.flush()
+
+
+def run_label(strategy: str, options: dict) -> str:
+    if strategy != "bayes":
+        return strategy
+    return f"bayes/{str(options['sequential']).lower()}" + ("+la" if options.get("lookahead") else "")
 
 
 def toml(value) -> str:
@@ -231,6 +292,9 @@ def main() -> None:
     parser.add_argument("--trial", type=float, default=2.0, help="trial seconds of --real")
     parser.add_argument("--sequential", choices=["true", "false", "auto"], nargs="+", default=["true", "auto"],
                         help="the bayes phase's sequential option(s) to run")
+    parser.add_argument("--lookahead", action="store_true",
+                        help="the bayes runs again with lookahead = true: workers prepare each step shortly before "
+                             "their trial ends and fold in what came since (a fold model is measured too)")
     parser.add_argument("--quick-model", action="store_true", help="measure the step model at fewer sizes")
     parser.add_argument("--memory-workers", type=int, default=4096,
                         help="workers of the master-memory runs (0: none)")
@@ -240,34 +304,41 @@ def main() -> None:
 
     step = StepModel(quick=args.quick_model)
     step.print()
+    fold = None
+    if args.lookahead:
+        fold = FoldModel(quick=args.quick_model)
+        fold.print()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.real:
             compare_with_mpirun(args, step, folder)
             return
         print()
-        header = (f"{'phase':>12} {'workers':>8} {'trials':>7} {'CPU/result':>11} {'results/s':>10} {'task bytes':>11} "
+        header = (f"{'phase':>14} {'workers':>8} {'trials':>7} {'CPU/result':>11} {'results/s':>10} {'task bytes':>11} "
                   f"{'pending':>8} {'observ.':>8}" + "".join(f"{f'util {t:g}s (step)':>17}" for t in args.trial_seconds))
         print(header)
         runs = [(s, {}) for s in args.strategies if s != "bayes"]
         if "bayes" in args.strategies:
             runs += [("bayes", {"sequential": {"true": True, "false": False, "auto": "auto"}[mode]})
                      for mode in args.sequential]
+            if args.lookahead:
+                runs += [("bayes", {**options, "lookahead": True}) for strategy, options in runs if strategy == "bayes"]
         for strategy, options in runs:
-            label = strategy if strategy != "bayes" else f"bayes/{str(options['sequential']).lower()}"
+            label = run_label(strategy, options)
             for workers in args.workers:
                 trials = max(int(args.rounds * workers), args.min_trials)
                 cells = []
                 first = None
                 for seconds in args.trial_seconds:
-                    stats, _ = simulate(workers, strategy, trials, seconds, step, options, "virtual", folder)
+                    stats, _ = simulate(workers, strategy, trials, seconds, step, options, "virtual", folder,
+                                        fold=fold if options.get("lookahead") else None)
                     first = first or stats
                     total = stats.busy + sum(stats.gaps)
                     cells.append(f"{100 * stats.utilisation:>8.2f}% ({100 * stats.steps / total:.1f})")
                     sys.stdout.flush()
                 cost = first.master_cpu / first.trials
                 bayes = max(first.bayes_tasks, 1)
-                print(f"{label:>12} {workers:>8} {trials:>7} {1e3 * cost:>9.3f}ms {1 / cost:>10.0f} "
+                print(f"{label:>14} {workers:>8} {trials:>7} {1e3 * cost:>9.3f}ms {1 / cost:>10.0f} "
                       f"{first.task_bytes / first.tasks:>11.0f} {first.pending / bayes:>8.0f} "
                       f"{first.observations / bayes:>8.0f}" + "".join(cells))
                 sys.stdout.flush()
@@ -275,9 +346,9 @@ def main() -> None:
             print(f"\nmaster memory per trial, {args.memory_workers} workers ({args.memory_trials:,} more trials; "
                   "Python's allocations, tracemalloc):")
             for strategy, options in runs:
-                label = strategy if strategy != "bayes" else f"bayes/{str(options['sequential']).lower()}"
+                label = run_label(strategy, options)
                 per_trial = master_memory(args.memory_workers, strategy, args.memory_trials, step, options, folder)
-                print(f"{label:>12} {per_trial:>8.0f} bytes")
+                print(f"{label:>14} {per_trial:>8.0f} bytes")
                 sys.stdout.flush()
 
 

@@ -7,6 +7,14 @@ events on a heap: a Task comes back as a Result after a trial duration drawn by 
 Bayesian Task first comes back as a Suggested, after ``step(observations, pending)`` seconds,
 with a random point of the space (the master never fits a GP; only the step's time matters to it).
 
+With ``fold`` the workers look ahead as under MPI with trials in child processes (a bayes phase's
+``lookahead``): a worker that knows how long a trial takes (its last one) sends a Refresh that long,
+less its last step and the worker's margin, after its Bayesian trial starts; the master's Update
+starts a prepared step (``step`` seconds, beside the trial); the next Bayesian task then waits for
+that step if it is still running, and folds in the results that came since in
+``fold(observations, pending, new results)`` seconds. Without a last trial, or when the trial ends
+before its moment, the step is prepared when the trial starts, from what the task brought.
+
 Two clocks:
 
 * ``"virtual"``: simulated time. The master's own work advances it by the time the master
@@ -34,7 +42,8 @@ import numpy as np
 from ..errors import EXIT_RESUMABLE
 from ..search.space import Space
 from .comm import Comm
-from .protocol import Bye, Result, Stop, Suggested, Task, decode, encode
+from .protocol import Bye, Refresh, Result, Stop, Suggested, Task, Update, decode, encode
+from .worker import REFRESH_MARGIN
 
 
 @dataclass
@@ -44,7 +53,8 @@ class SimulationStats:
     trials: int = 0
     busy: float = 0.0  # in the objective, summed over trials
     gaps: list = field(default_factory=list)  # per trial: its worker's time from its last result to this trial's start
-    steps: float = 0.0  # Bayesian steps, summed
+    steps: float = 0.0  # Bayesian steps, summed (with a look-ahead: the fold-ins and the waits for a prepared step)
+    prepared: int = 0  # steps prepared from an Update (look-ahead with a refresh)
     master_cpu: float = 0.0  # the master's time working, between its first and last message (virtual clock only)
     simulated: float = 0.0  # time the simulated workers took in the master's process (to take out of its CPU time)
     task_bytes: int = 0
@@ -67,17 +77,18 @@ class SimulatedCluster(Comm):
 
     ``objective(params)`` gives a trial's value, ``duration(rng)`` its length in seconds,
     ``step(observations, pending)`` the seconds a Bayesian step takes with that many observations
-    in the worker's history and that many points pending.
+    in the worker's history and that many points pending; ``fold(observations, pending, new)`` those
+    of folding ``new`` results into a prepared step (None: no look-ahead).
     """
 
     def __init__(self, workers: int, space: Space, objective: Callable[[dict], float],
                  duration: Callable[[np.random.Generator], float],
                  step: Callable[[int, int], float] = lambda observations, pending: 0.0,
-                 clock: str = "virtual", seed: int = 0):
+                 clock: str = "virtual", seed: int = 0, fold: Callable[[int, int, int], float] | None = None):
         if clock not in ("virtual", "real"):
             raise ValueError(f"clock: 'virtual' or 'real' (got {clock!r})")
         self.rank, self.size = 0, workers + 1
-        self.space, self.objective, self.duration, self.step = space, objective, duration, step
+        self.space, self.objective, self.duration, self.step, self.fold = space, objective, duration, step, fold
         self.virtual = clock == "virtual"
         self.rng = np.random.default_rng(seed)
         self.stats = SimulationStats()
@@ -89,6 +100,12 @@ class SimulatedCluster(Comm):
         self._sim_cpu = 0.0
         self._history = [0] * (workers + 1)  # observations each worker has seen
         self._free_since = [0.0] * (workers + 1)  # when each worker sent its last result
+        # The look-ahead, per worker: its last trial's length, its last whole or prepared step, when its prepared
+        # step is done (None: none prepared), and the trial it runs.
+        self._last_trial: list[float | None] = [None] * (workers + 1)
+        self._last_step = [0.0] * (workers + 1)
+        self._ready: list[float | None] = [None] * (workers + 1)
+        self._trial = [-1] * (workers + 1)
 
     # -- the clock ------------------------------------------------------------------------
 
@@ -151,6 +168,13 @@ class SimulatedCluster(Comm):
             if message.exit_code == EXIT_RESUMABLE:
                 self._emit(now, rank, Bye(rank))
             return
+        if kind is Update:
+            if message.trial_id == self._trial[rank]:
+                observations, pending, _slot = message.suggest
+                self._history[rank] += len(observations)
+                self._prepare(rank, now, len(pending))
+                self.stats.prepared += 1
+            return
         if kind is not Task:
             return  # a Verdict: the simulated trials report no epochs
         stats = self.stats
@@ -163,7 +187,11 @@ class SimulatedCluster(Comm):
         if message.suggest is not None:
             observations, pending, _slot = message.suggest
             self._history[rank] += len(observations)
-            seconds = self.step(self._history[rank], len(pending))
+            ready, self._ready[rank] = self._ready[rank], None
+            if ready is not None:  # a prepared step: wait for it if it still runs, then fold in what came since
+                seconds = max(0.0, ready - now) + self.fold(self._history[rank], len(pending), len(observations))
+            else:
+                seconds = self._last_step[rank] = self.step(self._history[rank], len(pending))
             stats.bayes_tasks += 1
             stats.observations += len(observations)
             stats.pending += len(pending)
@@ -173,6 +201,10 @@ class SimulatedCluster(Comm):
             self._emit(start, rank, Suggested(message.trial_id, params, seconds))
         seconds = float(self.duration(self.rng))
         end = start + seconds
+        self._trial[rank] = message.trial_id
+        if self.fold is not None and message.suggest is not None:
+            self._look_ahead(rank, message, start, end)
+        self._last_trial[rank] = seconds
         stats.trials += 1
         stats.busy += seconds
         stats.gaps.append(start - self._free_since[rank] if self._free_since[rank] else start - stats.started)
@@ -180,3 +212,18 @@ class SimulatedCluster(Comm):
         origin = time.time() - now  # rows get wall-clock-like times on the simulation's clock
         self._emit(end, rank, Result(message.trial_id, float(self.objective(params)), {}, "", origin + start,
                                      origin + end, "done"))
+
+    def _look_ahead(self, rank: int, task: Task, start: float, end: float) -> None:
+        """As the worker's ``_look_ahead``: a Refresh at the moment its last trial's length says, or a step prepared
+        now from what the task brought."""
+        last = self._last_trial[rank]
+        if last is not None:
+            when = start + max(0.0, last - (self._last_step[rank] + REFRESH_MARGIN))
+            if when < end:
+                self._emit(when, rank, Refresh(task.trial_id))
+            return  # (a trial that ends before its moment: the next step is whole)
+        self._prepare(rank, start, len(task.suggest[1]) + 1)
+
+    def _prepare(self, rank: int, now: float, pending: int) -> None:
+        seconds = self._last_step[rank] = self.step(self._history[rank], pending)
+        self._ready[rank] = now + seconds

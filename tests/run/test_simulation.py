@@ -76,3 +76,57 @@ def test_the_simulated_cluster_and_mpirun_store_the_same_rows(tmp_path, clock):
     stats = cluster.stats
     assert stats.trials == len(mpi) and stats.tasks == len(mpi) and 0 < stats.utilisation <= 1
     assert {r["rank"] for r in read_results(tmp_path / "simulated.h5").records()} == {1, 2, 3}
+
+
+LOOKAHEAD = """
+[experiment]
+objective = "objective.py:objective"
+results = "RESULTS"
+seed = 7
+[space]
+x = { type = "float", low = 0.0, high = 1.0 }
+n = { type = "int", low = 1, high = 4 }
+c = { type = "categorical", choices = ["a", "bb", "ccc"] }
+[[phase]]
+strategy = "sobol"
+trials = 4
+[[phase]]
+strategy = "bayes"
+trials = 60
+lookahead = LOOKAHEAD
+"""
+
+
+def simulated_bayes_run(tmp_path, lookahead: bool):
+    """4 workers, 1-s trials, a 0.1-s Bayesian step; with the look-ahead, a fold-in of 0.01 s."""
+    name = f"lookahead-{str(lookahead).lower()}"
+    config = load_config(write_experiment(
+        tmp_path, LOOKAHEAD.replace("RESULTS", f"{name}.h5").replace("LOOKAHEAD", str(lookahead).lower()), OBJECTIVE,
+        name=f"{name}.toml"))
+    steps, folds = [], []
+    cluster = SimulatedCluster(4, config.space, objective, lambda rng: 1.0, step=lambda n, p: steps.append(n) or 0.1,
+                               fold=(lambda n, p, k: folds.append(k) or 0.01) if lookahead else None)
+    writer = ResultsWriter.create(tmp_path / f"{name}.h5", config.space, {"objective": config.experiment.objective,
+                                                                        "budget": config.budget}, slots=4)
+    writer.start_run(world_size=5, workers=4, host="simulated")
+    loop = MasterLoop(cluster, config, writer, [Hello(rank, "simulated", 0) for rank in (1, 2, 3, 4)], RunOptions())
+    assert loop.run() == 0
+    records = read_results(tmp_path / f"{name}.h5").records()
+    assert len(records) == 64 and all(r["status"] == "done" for r in records)
+    return cluster.stats, steps, folds
+
+
+def test_simulated_workers_look_ahead_as_the_real_ones_and_fold_in_what_came_since(tmp_path):
+    """With ``lookahead``, a simulated worker asks the real master for the latest results shortly before its trial
+    ends (its last trial's length less its last step and a margin), prepares its step from the master's Update beside
+    the trial, and after the trial only folds in what came since: the step leaves the critical path."""
+    plain, plain_steps, _ = simulated_bayes_run(tmp_path, lookahead=False)
+    ahead, ahead_steps, folds = simulated_bayes_run(tmp_path, lookahead=True)
+    assert plain.prepared == 0 and plain.bayes_tasks == ahead.bayes_tasks == 60
+    assert plain.steps == pytest.approx(60 * 0.1)
+    # Each worker's first Bayesian task is a whole step (nothing prepared yet); from its second on, the step prepared
+    # from the Update (asked 0.1 + 0.03 s before the trial ends) is ready when the trial ends: no wait, only the fold.
+    assert ahead.prepared >= 60 - 2 * 4 and len(folds) == ahead.prepared
+    assert all(k <= 4 for k in folds)  # only what came since the Update: the master counted the rest as seen
+    assert ahead.steps == pytest.approx((60 - len(folds)) * 0.1 + len(folds) * 0.01)
+    assert ahead.utilisation > plain.utilisation + 0.05
