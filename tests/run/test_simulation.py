@@ -21,7 +21,7 @@ def objective(params):
     return (params["x"] - 0.3) ** 2 + len(params["c"]) + params["n"]
 """
 
-EXPERIMENT = """
+SEARCH = """
 [experiment]
 objective = "objective.py:objective"
 results = "RESULTS"
@@ -30,6 +30,9 @@ seed = 7
 x = { type = "float", low = 0.0, high = 1.0 }
 n = { type = "int", low = 1, high = 4 }
 c = { type = "categorical", choices = ["a", "bb", "ccc"] }
+"""
+
+EXPERIMENT = SEARCH + """
 [[phase]]
 strategy = "grid"
 steps = 2
@@ -78,15 +81,7 @@ def test_the_simulated_cluster_and_mpirun_store_the_same_rows(tmp_path, clock):
     assert {r["rank"] for r in read_results(tmp_path / "simulated.h5").records()} == {1, 2, 3}
 
 
-LOOKAHEAD = """
-[experiment]
-objective = "objective.py:objective"
-results = "RESULTS"
-seed = 7
-[space]
-x = { type = "float", low = 0.0, high = 1.0 }
-n = { type = "int", low = 1, high = 4 }
-c = { type = "categorical", choices = ["a", "bb", "ccc"] }
+LOOKAHEAD = SEARCH + """
 [[phase]]
 strategy = "sobol"
 trials = 4
