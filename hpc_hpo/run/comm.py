@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -20,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from .protocol import Epoch, Message, decode, encode
+
+log = logging.getLogger(__name__)
 
 #: Environment variables set by MPI launchers (mpirun/mpiexec of Open MPI, MPICH, Intel MPI,
 #: MVAPICH, Cray PALS, and srun with PMI or PMIx). Any of them means "start MPI".
@@ -180,8 +183,41 @@ class MpiComm(Comm):
         self._comm.Abort(code)
 
     def close(self) -> None:
-        if self._MPI.Is_initialized() and not self._MPI.Is_finalized():
-            self._MPI.Finalize()
+        """End MPI on this rank once every rank has come here, dropping the messages nobody will read.
+
+        MPICH (4.1 on) fails ``MPI_Finalize`` on a rank whose queue still holds a message: a Join that came
+        after the master had already refused another rank's, say. So each rank enters a barrier and
+        keeps receiving (and discarding) until every rank is in it; a rank blocked sending a large
+        message to this one is freed by the same receives. Open MPI's ``MPI_Finalize`` waits for every
+        rank anyway, so nothing here waits longer than before.
+        """
+        MPI = self._MPI  # noqa: N806
+        if not MPI.Is_initialized() or MPI.Is_finalized():
+            return
+        dropped = self._drain_until_all_close()
+        if dropped:
+            log.debug("dropped %d message(s) that came after the end of the run (tags %s)", len(dropped), dropped)
+        try:
+            MPI.Finalize()
+        except MPI.Exception as exc:  # a message that came in after the barrier: the run is over, it ends anyway
+            log.debug("MPI_Finalize: %s", " ".join(str(exc).split()))
+
+    def _drain_until_all_close(self) -> list[int]:
+        """Receive without reading until every rank has entered the closing barrier; the tags received."""
+        barrier = self._comm.Ibarrier()
+        backoff = Backoff(spin=0.001, max_sleep=0.05)
+        tags = []
+        while True:
+            everyone = barrier.Test()  # tested before draining: what was sent before the barrier is taken below
+            while (matched := self._comm.improbe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, self._status)) is not None:
+                tags.append(self._status.Get_tag())
+                matched.recv()
+                backoff.reset()
+            if self._posted:
+                self._posted = [request for request in self._posted if not request.Test()]
+            if everyone:
+                return tags
+            backoff.wait()
 
 
 def launched_by_mpi(environ: Mapping[str, str] | None = None) -> bool:

@@ -85,3 +85,33 @@ def test_a_posted_message_never_waits_for_its_receiver(tmp_path):
                       tmp_path, timeout=60, env=base_env())
     assert out.returncode == 0, out.output
     assert "rank 0: done" in out.stdout and "rank 1: got Task 4000000" in out.stdout
+
+
+UNREAD = """
+import time
+from mpi4py import MPI
+from hpc_hpo.run.comm import open_comm
+from hpc_hpo.run.protocol import Bye, Task
+
+comm = open_comm()
+if comm.rank == 0:
+    time.sleep(0.5)
+    MPI.COMM_WORLD.Iprobe(source=0)  # MPI moves rank 1's Bye into this rank's queue, where nothing reads it
+else:
+    comm.send(Bye(1), 0)
+    # 4 MB: a blocking send that returns only once rank 0 receives it, and rank 0 only closes
+    comm.send(Task(1, {"blob": "x" * 4_000_000}, 1, "random"), 0)
+comm.close()
+print(f"rank {comm.rank}: closed", flush=True)
+"""
+
+
+def test_a_rank_closes_cleanly_with_messages_it_never_read(tmp_path):
+    """A late Join or Hello to a master that already refused another rank: MPICH's MPI_Finalize failed with
+    'being freed has 1 unmatched message(s)' and a traceback; a large unread message hung both ranks."""
+    (tmp_path / "unread.py").write_text(textwrap.dedent(UNREAD))
+    out = run_command([find_mpirun(), "-n", "2", *launcher_flags(), sys.executable, "unread.py"],
+                      tmp_path, timeout=60, env=base_env())
+    assert out.returncode == 0, out.output
+    assert "rank 0: closed" in out.stdout and "rank 1: closed" in out.stdout, out.output
+    assert "Traceback" not in out.output and "unmatched" not in out.output, out.output
