@@ -56,7 +56,7 @@ from hpc_hpo.run.master import MasterLoop  # noqa: E402
 from hpc_hpo.run.options import RunOptions  # noqa: E402
 from hpc_hpo.run.protocol import Hello  # noqa: E402
 from hpc_hpo.run.simulation import SimulatedCluster  # noqa: E402
-from hpc_hpo.search.gp.suggester import MEAN_FOLD_FROM, BayesSuggester  # noqa: E402
+from hpc_hpo.search.gp.suggester import KEEP_POSTERIOR_FROM, BayesSuggester  # noqa: E402
 from hpc_hpo.search.space import parse_space  # noqa: E402
 
 H6 = PROBLEMS["hartmann6"]
@@ -133,19 +133,18 @@ class StepModel:
 class FoldModel:
     """Seconds a worker with a look-ahead spends on its next step after the trial: folding ``k`` new results into the
     step it prepared with n observations and p pending points (its own trial among them), measured like the step
-    model at a few sizes and interpolated in log-log-log. The new results are those of trials that were running
-    when the step was prepared (as on a cluster, where a trial outlasts the moments between a look-ahead and its
-    fold-in), the first k of the p pending points, and the trials started since are pending in their place; past
-    the p pending points, the rest finished at new points. From MEAN_FOLD_FROM finished points the fold-in is by
-    the posterior mean, so the model measures just below that size too. With more new results than a prepared
-    step can take (half its history, at least 8) the worker does the whole step, and the model measures that."""
+    model at a few sizes and interpolated in log-log-log. One new result is its own trial's, the others are those of
+    trials at points the step did not have as pending: with more than 257 workers a task carries the 256 points
+    started last, and the trials that end are older. From KEEP_POSTERIOR_FROM finished points the fold-in keeps the
+    prepared posterior, so the model measures just below that size too. With more new results than a prepared step
+    can take (half its history, at least 8) the worker does the whole step, and the model measures that."""
 
     NEW = (1, 16, 256)
 
     def __init__(self, quick: bool = False):
         space = parse_space(SPACE)
         rng = np.random.default_rng(2)
-        sizes = StepModel.SIZES[:3] if quick else tuple(sorted({*StepModel.SIZES, MEAN_FOLD_FROM - 1}))
+        sizes = StepModel.SIZES[:3] if quick else tuple(sorted({*StepModel.SIZES, KEEP_POSTERIOR_FROM - 1}))
         pending_sizes = StepModel.PENDING[:3] if quick else StepModel.PENDING
         table = np.zeros((len(sizes), len(pending_sizes), len(self.NEW)))
         with threadpool_limits(1):
@@ -159,10 +158,10 @@ class FoldModel:
                             pending = space.sample(rng, p)
                             suggester.suggest(pending)  # the fit, as the steps before this one did
                             suggester.prepare(pending)
-                            finished = pending[:k] + space.sample(rng, max(0, k - p))
+                            finished = pending[:1] + space.sample(rng, k - 1)  # its own trial, and older ones
                             suggester.update((q, H6["function"](q)) for q in finished)
                             started = time.perf_counter()
-                            suggester.suggest(pending[k:] + space.sample(rng, min(k, p) - 1))
+                            suggester.suggest(pending[1:])
                             times.append(time.perf_counter() - started)
                         table[i, j, m] = statistics.median(times)
         self.table = table

@@ -35,9 +35,10 @@ second at 2,000 observations while the best region keeps every point.
 
 A look-ahead (:meth:`BayesSuggester.prepare`) does the next step while the worker's trial runs; the
 step after the trial folds in what finished meanwhile: a short refit, the prepared candidates scored
-again, a short refinement. From ``MEAN_FOLD_FROM`` finished points, where that would cost nearly a
-whole step, results for points that were pending are folded in by the posterior mean alone (their
-places, hence every covariance, were already in the prepared posterior).
+again, a short refinement. From ``KEEP_POSTERIOR_FROM`` finished points, where that would cost nearly a
+whole step, the prepared posterior is kept instead: a result for a point that was pending only changes a
+value there, a result elsewhere extends the Cholesky factor by a row, and the prepared candidates are
+ranked again (no refit, no new candidates).
 
 The step runs with one BLAS thread: its matrices are small (at most a few hundred rows), where
 threads cost more than they give, and several workers share a node. With OpenBLAS's default
@@ -54,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.linalg import cho_solve
+from scipy.linalg import cho_solve, solve_triangular
 from threadpoolctl import ThreadpoolController
 
 from ..bayes_options import DEFAULTS as DEFAULT_OPTIONS
@@ -88,9 +89,9 @@ FOLD_MAXITER = 15
 #: ... and the refit of the hyperparameters then, warm from the prepared step's (without it Branin's median
 #: regret at 50 evaluations with 8 workers was 15 times that of the whole step).
 FOLD_FIT_MAXITER = 10
-#: From this many finished points (the posterior is then a subset of them) a prepared step is folded in by the
-#: posterior mean alone (:meth:`BayesSuggester._fold_by_mean`): a few milliseconds instead of 0.1-0.3 s.
-MEAN_FOLD_FROM = MAX_POSTERIOR
+#: From this many finished points (the posterior is then a subset of them) a prepared step keeps its posterior and
+#: folds new results into it (:meth:`BayesSuggester._fold_into_kept_posterior`): tens of milliseconds, not 0.1-0.3 s.
+KEEP_POSTERIOR_FROM = MAX_POSTERIOR
 
 
 @dataclass
@@ -108,22 +109,22 @@ def _first_known(levels: tuple[float, ...]) -> float | None:
 
 
 @dataclass
-class _MeanFold:
-    """What folding results in by the posterior mean needs, kept from a prepared step.
+class _KeptPosterior:
+    """What folding results in without a new step needs, kept from a prepared step (its hyperparameters).
 
-    A GP's covariances depend on where the points are, not on their values; a result that comes in for a
-    point that was pending (believed at the mean) only changes a value. With the hyperparameters and the
-    modelled points kept, the posterior mean at the kept candidates is then two triangular solves and one
-    product away, and their standard deviations are those of the prepared step.
+    A GP's covariances depend on where the points are, not on their values. A result for a point that was
+    pending (believed at the mean) only changes a value; a result elsewhere adds a row to the Cholesky
+    factor and lowers the standard deviation at the candidates by a rank-k term. Both are a fraction of a
+    step: triangular solves against the prepared factor, no refit, no new candidates.
     """
     points: int  # finished points then: those added since are new
     modelled: list[tuple]  # keys of the finished points in the posterior, in its order
     fantasies: list[tuple]  # keys of the pending points believed at the mean, after them
-    base_factor: np.ndarray  # Cholesky factor over the modelled points (the leading block of ``factor``)
-    factor: np.ndarray  # ... over the modelled points and the fantasies
+    gp: GaussianProcess  # the prepared posterior over the modelled points and the fantasies
     pending_cross: np.ndarray  # K(fantasies, modelled): each fantasy's belief is the mean over the modelled
     candidates_cross: np.ndarray  # K(candidates, modelled + fantasies)
-    candidates_std: np.ndarray  # the posterior standard deviation at the candidates
+    candidates_solved: np.ndarray  # L^-1 K(modelled + fantasies, candidates)
+    candidates_var: np.ndarray  # the posterior variance at the candidates
 
 
 @dataclass
@@ -132,7 +133,7 @@ class _Prepared:
     options: tuple
     candidates: np.ndarray
     observations: int
-    mean_fold: _MeanFold | None = None
+    kept: _KeptPosterior | None = None
 
 
 class _Model(NamedTuple):
@@ -266,23 +267,23 @@ class BayesSuggester:
                 ranked, _ = ranked_points(model.gp, self.encoding, self.rng, self.encoding.to_unit(model.X[top]),
                                           options["acquisition"], model.best, options["xi"], options["kappa"])
                 ranked = self._apart(ranked, model.pending_unit)[:PREPARED]  # its own trial among them: not known yet
-                mean_fold = self._mean_fold(model, ranked) if len(points) >= MEAN_FOLD_FROM else None
+                kept = self._keep_posterior(model, ranked) if len(points) >= KEEP_POSTERIOR_FROM else None
         except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
             log.warning("Bayesian look-ahead failed (%s: %s); the next step is done in full", type(exc).__name__, exc)
             return
-        self._prepared = _Prepared(_options_key(options), ranked, self.observations, mean_fold)
+        self._prepared = _Prepared(_options_key(options), ranked, self.observations, kept)
 
-    def _mean_fold(self, model: _Model, candidates: np.ndarray) -> _MeanFold:
+    def _keep_posterior(self, model: _Model, candidates: np.ndarray) -> _KeptPosterior:
         gp, keys = model.gp, list(self._points)
         n = len(model.modelled)
-        fantasies = gp.X_[n:]
-        return _MeanFold(
+        cross = matern52(scaled_sq_dist(candidates, gp.X_, gp.lengthscales_), gp.s2_)
+        solved = solve_triangular(gp.L_, cross.T, lower=True, check_finite=False)
+        return _KeptPosterior(
             points=len(keys), modelled=[keys[i] for i in model.modelled],
-            fantasies=[self.space.key(p) for p in model.fantasies],
-            base_factor=gp.L_[:n, :n], factor=gp.L_,
-            pending_cross=matern52(scaled_sq_dist(fantasies, gp.X_[:n], gp.lengthscales_), gp.s2_),
-            candidates_cross=matern52(scaled_sq_dist(candidates, gp.X_, gp.lengthscales_), gp.s2_),
-            candidates_std=gp.predict(candidates)[1])
+            fantasies=[self.space.key(p) for p in model.fantasies], gp=gp,
+            pending_cross=matern52(scaled_sq_dist(gp.X_[n:], gp.X_[:n], gp.lengthscales_), gp.s2_),
+            candidates_cross=cross, candidates_solved=solved,
+            candidates_var=np.maximum(gp.s2_ - np.einsum("ij,ij->j", solved, solved), 1e-12))
 
     def _gp_step(self, points: list[_Point], pending: list[Mapping[str, Any]], exclude: set[tuple],
                  options: Mapping[str, Any], slot: int = 0) -> dict[str, Any]:
@@ -290,8 +291,8 @@ class BayesSuggester:
         if prepared is not None and (prepared.options != _options_key(options)
                                      or self.observations - prepared.observations > max(8, prepared.observations // 2)):
             prepared = None  # prepared for another phase, or long ago: the full step
-        if prepared is not None and prepared.mean_fold is not None:
-            folded = self._fold_by_mean(points, prepared, options)
+        if prepared is not None and prepared.kept is not None:
+            folded = self._fold_into_kept_posterior(points, prepared, options)
             if folded is not None:
                 ranked, _ = folded
                 pending_unit = self.encoding.to_unit(self.encoding.encode(list(pending))) if pending else None
@@ -310,37 +311,50 @@ class BayesSuggester:
                                       maxiter=FOLD_MAXITER)
         return self._first_allowed(ranked, model.pending_unit, exclude, slot)
 
-    def _fold_by_mean(self, points: list[_Point], prepared: _Prepared,
+    def _fold_into_kept_posterior(self, points: list[_Point], prepared: _Prepared,
                       options: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-        """The prepared candidates ranked again with the results that came since, by the posterior mean alone
-        (:class:`_MeanFold`), and their acquisition values, best first; None when a result came for a point the
-        prepared step did not believe at the mean (or repeated a finished point): then the usual fold.
+        """The prepared candidates ranked again with the results that came since, without a new step
+        (:class:`_KeptPosterior`), and their acquisition values, best first; None when a result repeated a finished
+        point: then the usual fold.
 
         With thousands of workers the usual fold costs nearly a whole step (the posterior over a thousand points
         and hundreds of fantasies, then scoring and refining); the results that came since are a few percent of
-        the modelled points, each where the prepared step already had a fantasy. What this leaves out: a refit,
-        the refinement around a new best point, and the new results in the beliefs at the points still pending.
+        the modelled points. What this leaves out: a refit, the refinement around a new best point, and the new
+        results in the beliefs at the points still pending.
         """
-        fold = prepared.mean_fold
+        fold = prepared.kept
         keys = list(self._points)
         new = keys[fold.points:]
-        believed_before = set(fold.fantasies)
-        if self.observations - prepared.observations != len(new) or not believed_before.issuperset(new):
+        if self.observations - prepared.observations != len(new):
             return None
         index = {key: i for i, key in enumerate(keys)}
+        believed = set(fold.fantasies)
+        elsewhere = [key for key in new if key not in believed]  # results for points the posterior lacks
         y = transform(self._values(points))
         modelled = y[[index[key] for key in fold.modelled]]
-        beliefs = fold.pending_cross @ cho_solve((fold.base_factor, True), modelled, check_finite=False)
+        n = len(fold.modelled)
+        beliefs = fold.pending_cross @ cho_solve((fold.gp.L_[:n, :n], True), modelled, check_finite=False)
         finished = np.array([key in index for key in fold.fantasies], dtype=bool)
-        values = np.array([y[index[key]] if done else belief
-                           for key, done, belief in zip(fold.fantasies, finished, beliefs, strict=True)])
-        alpha = cho_solve((fold.factor, True), np.concatenate([modelled, values]), check_finite=False)
-        mean = fold.candidates_cross @ alpha
+        values = np.concatenate([modelled, np.where(finished, [y[index.get(key, 0)] for key in fold.fantasies],
+                                                    beliefs)])
+        gp, var = fold.gp, fold.candidates_var
+        candidates = prepared.candidates
+        if elsewhere:
+            X_new = self.encoding.encode([self._points[key].params for key in elsewhere])
+            values = np.concatenate([values, y[[index[key] for key in elsewhere]]])
+            gp = gp.extended(X_new, values)
+            m = len(fold.gp.X_)
+            new_cross = matern52(scaled_sq_dist(X_new, candidates, gp.lengthscales_), gp.s2_)
+            w = solve_triangular(gp.L_[m:, m:], new_cross - gp.L_[m:, :m] @ fold.candidates_solved, lower=True,
+                                 check_finite=False)
+            var = np.maximum(var - np.einsum("ij,ij->j", w, w), 1e-12)
+            mean = np.hstack([fold.candidates_cross, new_cross.T]) @ gp.alpha_
+        else:
+            mean = fold.candidates_cross @ cho_solve((gp.L_, True), values, check_finite=False)
         best = min(float(y.min()), float(beliefs[~finished].min(initial=np.inf)))
-        scores = acquisition(options["acquisition"], mean, fold.candidates_std, best, options["xi"],
-                             options["kappa"])[0]
+        scores = acquisition(options["acquisition"], mean, np.sqrt(var), best, options["xi"], options["kappa"])[0]
         order = np.argsort(-scores, kind="stable")
-        return prepared.candidates[order], scores[order]
+        return candidates[order], scores[order]
 
     def _posterior(self, points: list[_Point], pending: list[Mapping[str, Any]], refit: bool,
                    maxiter: int = FIT_MAXITER) -> _Model:

@@ -11,7 +11,7 @@ from hpc_hpo.search.bayes_options import DEFAULTS as DEFAULT_OPTIONS
 from hpc_hpo.search.gp.acquisition import acquisition
 from hpc_hpo.search.gp.encoding import Encoding
 from hpc_hpo.search.gp.model import GaussianProcess
-from hpc_hpo.search.gp.suggester import MEAN_FOLD_FROM, MIN_POINTS, BayesSuggester
+from hpc_hpo.search.gp.suggester import KEEP_POSTERIOR_FROM, MIN_POINTS, BayesSuggester
 from hpc_hpo.search.gp.warping import transform
 from hpc_hpo.search.space import parse_space
 
@@ -280,27 +280,29 @@ def test_a_prepared_step_is_used_once_for_its_options_and_folds_in_what_finished
     assert s._prepared is None
 
 
-def test_past_a_thousand_points_the_results_of_running_trials_are_folded_in_by_the_exact_posterior_mean():
+def test_past_a_thousand_points_a_prepared_step_keeps_its_posterior_and_folds_in_exactly():
     """What thousands of workers need (a fold-in of milliseconds, not a whole step): the prepared candidates scored
-    again as a GP built anew with the same hyperparameters would score them, the finished trials at their values,
-    the trials still running believed at the mean over the modelled points."""
+    again as a GP built anew with the same hyperparameters would score them: the trials that were running at their
+    values, those still running believed at the mean over the modelled points, results elsewhere as new points."""
     s = BayesSuggester(HARTMANN6, True, np.random.default_rng(1))
-    s.update([(p, hartmann6(p)) for p in HARTMANN6.sample(np.random.default_rng(2), MEAN_FOLD_FROM)])
+    s.update([(p, hartmann6(p)) for p in HARTMANN6.sample(np.random.default_rng(2), KEEP_POSTERIOR_FROM)])
     running = HARTMANN6.sample(np.random.default_rng(3), 40)
     s.suggest(running)  # the fit, as the steps before this one did
     s.prepare(running)
-    fold = s._prepared.mean_fold
-    assert fold is not None and len(fold.fantasies) == 40
+    kept = s._prepared.kept
+    assert kept is not None and len(kept.fantasies) == 40
     finished, still = running[:6], running[6:]
-    s.update([(p, hartmann6(p)) for p in finished])
-    ranked, scores = s._fold_by_mean(list(s._points.values()), s._prepared, DEFAULT_OPTIONS)
+    elsewhere = HARTMANN6.sample(np.random.default_rng(5), 3)  # trials older than the pending points it was told
+    s.update([(p, hartmann6(p)) for p in (*finished, *elsewhere)])
+    ranked, scores = s._fold_into_kept_posterior(list(s._points.values()), s._prepared, DEFAULT_OPTIONS)
 
     y = dict(zip(s._points, transform(s._values(list(s._points.values()))), strict=True))
-    modelled = s.encoding.encode([s._points[key].params for key in fold.modelled])
-    y_modelled = np.array([y[key] for key in fold.modelled])
+    modelled = s.encoding.encode([s._points[key].params for key in kept.modelled])
+    y_modelled = np.array([y[key] for key in kept.modelled])
     beliefs = GaussianProcess(modelled, y_modelled, s._theta).mean(s.encoding.encode(still))
-    anew = GaussianProcess(np.vstack([modelled, s.encoding.encode(running)]),
-                           np.concatenate([y_modelled, [y[HARTMANN6.key(p)] for p in finished], beliefs]), s._theta)
+    anew = GaussianProcess(np.vstack([modelled, s.encoding.encode([*running, *elsewhere])]),
+                           np.concatenate([y_modelled, [y[HARTMANN6.key(p)] for p in finished], beliefs,
+                                           [y[HARTMANN6.key(p)] for p in elsewhere]]), s._theta)
     mean, std = anew.predict(ranked)
     expected = acquisition(DEFAULT_OPTIONS["acquisition"], mean, std, min(min(y.values()), beliefs.min()),
                            DEFAULT_OPTIONS["xi"], DEFAULT_OPTIONS["kappa"])[0]
@@ -311,22 +313,19 @@ def test_past_a_thousand_points_the_results_of_running_trials_are_folded_in_by_t
     nxt = s.suggest([*still, *started])
     assert s._prepared is None
     assert all(unit_distance(HARTMANN6, nxt, p) >= 0.01 for p in (*still, *started))
-    assert HARTMANN6.key(nxt) not in {HARTMANN6.key(p) for p in finished}
+    assert HARTMANN6.key(nxt) not in {HARTMANN6.key(p) for p in (*finished, *elsewhere)}
 
 
-def test_a_result_the_prepared_step_did_not_see_running_is_folded_in_the_usual_way():
+def test_a_result_that_repeats_a_finished_point_is_folded_in_the_usual_way():
     s = BayesSuggester(HARTMANN6, True, np.random.default_rng(1))
-    s.update([(p, hartmann6(p)) for p in HARTMANN6.sample(np.random.default_rng(2), MEAN_FOLD_FROM)])
+    history = HARTMANN6.sample(np.random.default_rng(2), KEEP_POSTERIOR_FROM)
+    s.update([(p, hartmann6(p)) for p in history])
     running = HARTMANN6.sample(np.random.default_rng(3), 8)
     s.prepare(running)
-    elsewhere = HARTMANN6.sample(np.random.default_rng(5), 1)[0]  # never pending: its place is not in the factor
-    s.update([(running[0], hartmann6(running[0])), (elsewhere, hartmann6(elsewhere))])
-    assert s._fold_by_mean(list(s._points.values()), s._prepared, DEFAULT_OPTIONS) is None
-    again = BayesSuggester(HARTMANN6, True, np.random.default_rng(1))
-    again.update([(p, hartmann6(p)) for p in HARTMANN6.sample(np.random.default_rng(2), MEAN_FOLD_FROM)])
-    again.prepare(running)
-    again.update([(running[1], hartmann6(running[1])), (running[1], hartmann6(running[1]))])  # a point twice
-    assert again._fold_by_mean(list(again._points.values()), again._prepared, DEFAULT_OPTIONS) is None
+    s.update([(running[0], hartmann6(running[0])), (history[0], hartmann6(history[0]))])  # the average moves
+    assert s._fold_into_kept_posterior(list(s._points.values()), s._prepared, DEFAULT_OPTIONS) is None
+    s.suggest(running[1:])
+    assert s._prepared is None
 
 
 def test_a_look_ahead_with_too_few_points_or_a_failing_model_leaves_nothing_prepared(caplog):
