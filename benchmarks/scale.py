@@ -136,15 +136,16 @@ class FoldModel:
     model at a few sizes and interpolated in log-log-log. One new result is its own trial's, the others are those of
     trials at points the step did not have as pending: with more than 257 workers a task carries the 256 points
     started last, and the trials that end are older. From KEEP_POSTERIOR_FROM finished points the fold-in keeps the
-    prepared posterior, so the model measures just below that size too. With more new results than a prepared step
-    can take (half its history, at least 8) the worker does the whole step, and the model measures that."""
+    prepared posterior, so the model measures just below that size too, and at 8,000, where a trial's worth of new
+    results (2,048) can be folded in. With more new results than a prepared step can take (half its history, at
+    least 8) the worker does the whole step, and the model measures that."""
 
-    NEW = (1, 16, 256)
+    NEW = (1, 16, 256, 2048)  # 2,048: a trial's worth, when it ended before its look-ahead's moment
 
     def __init__(self, quick: bool = False):
         space = parse_space(SPACE)
         rng = np.random.default_rng(2)
-        sizes = StepModel.SIZES[:3] if quick else tuple(sorted({*StepModel.SIZES, KEEP_POSTERIOR_FROM - 1}))
+        sizes = StepModel.SIZES[:3] if quick else tuple(sorted({*StepModel.SIZES, KEEP_POSTERIOR_FROM - 1, 8000}))
         pending_sizes = StepModel.PENDING[:3] if quick else StepModel.PENDING
         table = np.zeros((len(sizes), len(pending_sizes), len(self.NEW)))
         with threadpool_limits(1):

@@ -12,8 +12,9 @@ With ``fold`` the workers look ahead as under MPI with trials in child processes
 less its last step and the worker's margin, after its Bayesian trial starts; the master's Update
 starts a prepared step (``step`` seconds, beside the trial); the next Bayesian task then waits for
 that step if it is still running, and folds in the results that came since in
-``fold(observations, pending, new results)`` seconds. Without a last trial, or when the trial ends
-before its moment, the step is prepared when the trial starts, from what the task brought.
+``fold(observations, pending, new results)`` seconds. Without a last trial the step is prepared when
+the trial starts, from what the task brought; when the trial ends before its moment the next step is
+whole, except from ``KEEP_POSTERIOR_FROM`` observations, where a step is prepared at the start too.
 
 Two clocks:
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import EXIT_RESUMABLE
+from ..search.gp.suggester import KEEP_POSTERIOR_FROM
 from ..search.space import Space
 from .comm import Comm
 from .protocol import Bye, Refresh, Result, Stop, Suggested, Task, Update, decode, encode
@@ -221,7 +223,8 @@ class SimulatedCluster(Comm):
             when = start + max(0.0, last - (self._last_step[rank] + REFRESH_MARGIN))
             if when < end:
                 self._emit(when, rank, Refresh(task.trial_id))
-            return  # (a trial that ends before its moment: the next step is whole)
+            if self._history[rank] < KEEP_POSTERIOR_FROM:
+                return  # (a trial that ends before its moment: the next step is whole)
         self._prepare(rank, start, len(task.suggest[1]) + 1)
 
     def _prepare(self, rank: int, now: float, pending: int) -> None:

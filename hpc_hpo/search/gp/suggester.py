@@ -92,6 +92,10 @@ FOLD_FIT_MAXITER = 10
 #: From this many finished points (the posterior is then a subset of them) a prepared step keeps its posterior and
 #: folds new results into it (:meth:`BayesSuggester._fold_into_kept_posterior`): tens of milliseconds, not 0.1-0.3 s.
 KEEP_POSTERIOR_FROM = MAX_POSTERIOR
+#: ... adding at most this many of the results it did not have as pending (the best quarter, then a random spread)
+#: to the kept posterior, which models a subset of the history anyway: the fold-in stays tens of milliseconds
+#: when a trial's worth of results came in (thousands, with thousands of workers).
+KEPT_NEW_ROWS = 128
 
 
 @dataclass
@@ -168,6 +172,12 @@ class BayesSuggester:
         self._prepared: _Prepared | None = None
         self._base: GaussianProcess | None = None  # the last step's GP before fantasies, to extend at the next
         self._threadpools = ThreadpoolController()
+
+    @property
+    def keeps_posterior(self) -> bool:
+        """Whether a step prepared now keeps its posterior for the fold-in (:data:`KEEP_POSTERIOR_FROM`): folding a
+        trial's worth of results into it then costs a tenth of a whole step."""
+        return len(self._points) >= KEEP_POSTERIOR_FROM
 
     def update(self, observations: Iterable[tuple]) -> None:
         """Add finished trials (params, value or None if the trial failed or was stopped early[, values at the
@@ -267,7 +277,7 @@ class BayesSuggester:
                 ranked, _ = ranked_points(model.gp, self.encoding, self.rng, self.encoding.to_unit(model.X[top]),
                                           options["acquisition"], model.best, options["xi"], options["kappa"])
                 ranked = self._apart(ranked, model.pending_unit)[:PREPARED]  # its own trial among them: not known yet
-                kept = self._keep_posterior(model, ranked) if len(points) >= KEEP_POSTERIOR_FROM else None
+                kept = self._keep_posterior(model, ranked) if self.keeps_posterior else None
         except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
             log.warning("Bayesian look-ahead failed (%s: %s); the next step is done in full", type(exc).__name__, exc)
             return
@@ -331,6 +341,9 @@ class BayesSuggester:
         believed = set(fold.fantasies)
         elsewhere = [key for key in new if key not in believed]  # results for points the posterior lacks
         y = transform(self._values(points))
+        if len(elsewhere) > KEPT_NEW_ROWS:
+            chosen = self._subset(y[[index[key] for key in elsewhere]], KEPT_NEW_ROWS)
+            elsewhere = [elsewhere[i] for i in chosen]
         modelled = y[[index[key] for key in fold.modelled]]
         n = len(fold.modelled)
         beliefs = fold.pending_cross @ cho_solve((fold.gp.L_[:n, :n], True), modelled, check_finite=False)

@@ -11,7 +11,7 @@ from hpc_hpo.search.bayes_options import DEFAULTS as DEFAULT_OPTIONS
 from hpc_hpo.search.gp.acquisition import acquisition
 from hpc_hpo.search.gp.encoding import Encoding
 from hpc_hpo.search.gp.model import GaussianProcess
-from hpc_hpo.search.gp.suggester import KEEP_POSTERIOR_FROM, MIN_POINTS, BayesSuggester
+from hpc_hpo.search.gp.suggester import KEEP_POSTERIOR_FROM, KEPT_NEW_ROWS, MIN_POINTS, BayesSuggester
 from hpc_hpo.search.gp.warping import transform
 from hpc_hpo.search.space import parse_space
 
@@ -314,6 +314,23 @@ def test_past_a_thousand_points_a_prepared_step_keeps_its_posterior_and_folds_in
     assert s._prepared is None
     assert all(unit_distance(HARTMANN6, nxt, p) >= 0.01 for p in (*still, *started))
     assert HARTMANN6.key(nxt) not in {HARTMANN6.key(p) for p in (*finished, *elsewhere)}
+
+
+def test_a_trials_worth_of_results_from_elsewhere_adds_at_most_kept_new_rows_the_best_among_them(monkeypatch):
+    s = BayesSuggester(HARTMANN6, True, np.random.default_rng(1))
+    s.update([(p, hartmann6(p)) for p in HARTMANN6.sample(np.random.default_rng(2), KEEP_POSTERIOR_FROM)])
+    running = HARTMANN6.sample(np.random.default_rng(3), 8)
+    s.prepare(running)
+    came = HARTMANN6.sample(np.random.default_rng(6), 3 * KEPT_NEW_ROWS)
+    s.update([(p, hartmann6(p)) for p in came])
+    extended = []
+    original = GaussianProcess.extended
+    monkeypatch.setattr(GaussianProcess, "extended", lambda gp, X_new, y: extended.append(X_new) or original(gp, X_new, y))
+    ranked, scores = s._fold_into_kept_posterior(list(s._points.values()), s._prepared, DEFAULT_OPTIONS)
+    [rows] = extended
+    assert len(rows) == KEPT_NEW_ROWS and np.all(np.diff(scores) <= 0)
+    best = min(came, key=hartmann6)
+    assert any(np.allclose(row, s.encoding.encode([best])[0]) for row in rows)  # the best quarter is always in
 
 
 def test_a_result_that_repeats_a_finished_point_is_folded_in_the_usual_way():
