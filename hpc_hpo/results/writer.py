@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 #: /running: a flush that changed more than one slot in this many writes the span of rows from the first changed
 #: to the last at once, instead of only those rows (measured at 16,384 slots: 20-35 us a row, 14 ms the span).
 SPAN_WRITE_ABOVE = 32
+#: The most of the master's time that writing /running may take under load: after a write of /running that took
+#: t seconds, a flush under load leaves it as it is until t / RUNNING_TIME_SHARE seconds after that write began.
+#: With thousands of workers and a master busy all the time a flush finds most slots changed, and rewriting
+#: them all at every flush (14 ms for 16,384 slots) made the cost of a result grow with the number of workers;
+#: with fewer than a few hundred workers a write takes well under a millisecond and nothing waits.
+RUNNING_TIME_SHARE = 0.05
 
 
 class ResultsWriter:
@@ -88,6 +94,7 @@ class ResultsWriter:
         self._waiting_dirty = True
         self._running_dirty = True
         self._dirty_since: float | None = None
+        self._running_next = 0.0  # monotonic time before which a flush under load leaves /running as it is
         self.run_index = -1
         self._run_clocks = (math.nan, math.nan)  # monotonic and CPU time at start_run
         self.failed = False  # a write failed: HDF5's own clean-up may crash, the process must skip it
@@ -251,17 +258,27 @@ class ResultsWriter:
         return self._dirty_since is not None
 
     def due(self, idle: bool) -> bool:
-        """Whether to flush now: when idle, or when the oldest unwritten change is too old."""
+        """Whether to flush now: when idle, or when the oldest unwritten change is too old; but not while the only
+        changes are running slots that a flush under load would hold back (see :meth:`flush`)."""
         if self._dirty_since is None:
             return False
-        return idle or time.monotonic() - self._dirty_since >= self.flush_interval
+        now = time.monotonic()
+        if not (idle or now - self._dirty_since >= self.flush_interval):
+            return False
+        return bool(self._rows or self._epoch_rows or self._waiting_dirty) or now >= self._running_next
 
-    def flush(self) -> None:
-        """Write what is queued and make it visible to readers; :class:`ResultsWriteError` if the disk refuses."""
+    def flush(self, under_load: bool = False) -> None:
+        """Write what is queued and make it visible to readers; :class:`ResultsWriteError` if the disk refuses.
+
+        ``under_load`` (the master's flushes when they fall due): the running slots are written only if that keeps
+        /running within :data:`RUNNING_TIME_SHARE` of the time since its last write began; else they wait for a
+        later flush (finished trials never wait: /trials is written at every flush). Readers and a resume already
+        skip a running slot whose trial is in /trials.
+        """
         with writing(self.path):
-            self._flush()
+            self._flush(under_load)
 
-    def _flush(self) -> None:
+    def _flush(self, under_load: bool) -> None:
         if self._rows:
             n0 = self._trials.shape[0]
             n1 = n0 + len(self._rows)
@@ -275,10 +292,11 @@ class ResultsWriter:
             self._epochs.resize((n0 + len(self._epoch_rows),))
             self._epochs[n0:] = np.array(self._epoch_rows, dtype=EPOCHS_DTYPE)
             self._epoch_rows.clear()
-        if self._running_dirty:
+        held = under_load and self._running_dirty and not self._waiting_dirty and time.monotonic() < self._running_next
+        if self._running_dirty and not held:
             self._write_running()
         self.file.flush()
-        self._dirty_since = None
+        self._dirty_since = time.monotonic() if held else None
 
     def _write_running(self) -> None:
         """/running: a slot per worker, then the trials waiting to run again; never smaller than it was (SWMR cannot
@@ -287,8 +305,10 @@ class ResultsWriter:
         Only the slots changed since the last write are encoded and written: one write of those rows (HDF5 spends
         20-35 us a row on it), or, when more than one slot in SPAN_WRITE_ABOVE changed (or the waiting trials did),
         one write of the rows from the first changed one on. With thousands of workers a flush writes what
-        changed, not every slot.
+        changed, not every slot. Its time (encoding and writing) sets when a flush under load may write /running
+        again (:data:`RUNNING_TIME_SHARE`): a slot that changes several times meanwhile is encoded once.
         """
+        began = time.monotonic()
         slots = len(self._slots)
         rows = self._running_rows
         for slot in self._changed_slots:
@@ -310,6 +330,7 @@ class ResultsWriter:
             _write_span(self._running_ds, first, rows[first:last], self._running_type)
         elif changed:
             _write_rows(self._running_ds, sorted(changed), rows, self._running_type)
+        self._running_next = began + (time.monotonic() - began) / RUNNING_TIME_SHARE
         self._changed_slots = set()
         self._waiting_dirty = False
         self._running_dirty = False

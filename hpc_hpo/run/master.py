@@ -165,9 +165,10 @@ class MasterLoop:
             else:
                 raise TypeError(f"unknown instruction {instruction!r}")
 
-    def _flush(self) -> None:
-        """Write what is buffered; then remove the checkpoints those rows freed."""
-        self.writer.flush()
+    def _flush(self, under_load: bool = False) -> None:
+        """Write what is buffered (``under_load``: a flush that fell due, see :meth:`ResultsWriter.flush`); then
+        remove the checkpoints those rows freed."""
+        self.writer.flush(under_load)
         self._remove_unneeded()
 
     def _remove_unneeded(self) -> None:
@@ -298,7 +299,7 @@ class MasterLoop:
                 # Idle: a good moment to write, once the wait is longer than a short spin.
                 waited = time.process_time() - polled
                 if writer.due(idle=backoff.idle_for >= backoff.spin):
-                    self._flush()
+                    self._flush(under_load=True)
                 self.reporter.tick(len(scheduler.running))
                 polled = time.process_time()
                 backoff.wait()
@@ -315,7 +316,7 @@ class MasterLoop:
                 if previous is not None and message.time > previous:
                     self._adapt_sleep(backoff, message.time - previous)
             if writer.due(idle=False):  # under a flood of results: written at least every flush_interval
-                self._flush()
+                self._flush(under_load=True)
             handled += 1
             if handled % TICK_EVERY == 0:
                 self.reporter.tick(len(scheduler.running))
@@ -338,7 +339,7 @@ class MasterLoop:
             received = self.comm.poll()
             if received is None:
                 if record and self.writer.due(idle=True):
-                    self._flush()
+                    self._flush(under_load=True)
                 backoff.wait()
                 continue
             backoff.reset()
@@ -348,7 +349,7 @@ class MasterLoop:
             elif record:
                 self.handle(source, message)
                 if self.writer.due(idle=False):
-                    self._flush()
+                    self._flush(under_load=True)
         self._winding_down = False
         running = sorted(t.trial_id for t in self.scheduler.running.values())
         arrived = self.scheduler.progress.finished - finished_before

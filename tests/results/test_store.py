@@ -282,6 +282,47 @@ def test_resuming_writes_the_trials_to_run_again_back_as_it_opens_the_file(tmp_p
         assert [bytes(s) for s in file["running"]["status"]] == [b"", b"", b"", b"running", b"running"]
 
 
+def test_under_load_running_slots_wait_for_their_time_share_while_finished_trials_never_wait(tmp_path, monkeypatch):
+    """Thousands of workers, a master busy all the time: /running may take at most RUNNING_TIME_SHARE of the time
+    (here a share so small that one write holds the next back for minutes). A flush under load still writes every
+    finished trial; the running slots wait, and a reader sees no trial twice meanwhile; a flush that is not under
+    load (and the close) writes them."""
+    monkeypatch.setattr("hpc_hpo.results.writer.RUNNING_TIME_SHARE", 1e-7)
+    path = tmp_path / "r.h5"
+    writer = create(path, slots=3, flush_interval=0.0)
+    writer.start_run(world_size=4, workers=3, host="login1")  # writes /running once: the next waits
+    for slot in range(3):
+        writer.set_running(slot, record(slot, status=RUNNING, rank=slot + 1))
+    assert not writer.due(idle=True), "only held-back running slots changed: nothing is due"
+    writer.set_running(0, None)
+    writer.append(record(0))
+    assert writer.due(idle=True)
+    writer.flush(under_load=True)
+
+    def seen():
+        with h5py.File(path, "r", swmr=True) as file:
+            running = [int(r["trial_id"]) for r in file["running"][:] if r["status"] == RUNNING.encode()]
+        rows = read_results(path).records()
+        return [r["trial_id"] for r in rows], running, [r["status"] for r in rows]
+
+    trials, running, statuses = seen()
+    assert trials == [0] and running == [] and statuses == ["done"], "the finished trial is written at once"
+    assert writer.dirty and not writer.due(idle=True)
+    writer.set_running(0, record(3, status=RUNNING, rank=1))
+    writer.flush()  # not under load: everything
+    trials, running, statuses = seen()
+    assert running == [3, 1, 2] and trials == [0, 1, 2, 3] and statuses == ["done", "running", "running", "running"]
+    writer.set_running(1, None)
+    writer.append(record(1))
+    writer.flush(under_load=True)
+    trials, running, statuses = seen()
+    assert running == [3, 1, 2], "the slot of trial 1 waits for its turn"
+    assert trials == [0, 1, 2, 3] and statuses == ["done", "done", "running", "running"], "trial 1 is seen once, done"
+    writer.close(exit_code=0, trials=2)
+    with h5py.File(path, "r", swmr=True) as file:
+        assert [int(r["trial_id"]) for r in file["running"][:] if r["status"] == RUNNING.encode()] == [3, 2]
+
+
 @pytest.mark.parametrize("slots", [40, 2000])  # a few changes among 40 slots: one span written; among 2,000: the rows
 def test_running_slots_and_waiting_trials_stay_exact_when_a_flush_writes_only_what_changed(tmp_path, slots):
     """A flush writes only the slots changed since the last one (thousands of workers): after any mix of changes,

@@ -145,9 +145,9 @@ def test_under_a_flood_of_results_each_is_written_within_the_flush_interval(tmp_
 
     real_flush = loop.writer._flush
 
-    def flush():
+    def flush(under_load):
         writes.append((comm.polled, [row[0] for row in loop.writer._rows]))
-        real_flush()
+        real_flush(under_load)
 
     loop.apply, loop.writer._flush = apply, flush
     assert loop.run() == EXIT_OK
@@ -253,11 +253,11 @@ def test_a_failed_write_mid_run_stops_every_worker_without_recording_more(tmp_pa
     loop = make_loop(tmp_path, comm, trials=40, flush_interval=0.0)
     real_flush, calls = loop.writer._flush, []
 
-    def flush():
+    def flush(under_load):
         calls.append(1)
         if len(calls) > 3:
             raise OSError(28, "No space left on device")
-        real_flush()
+        real_flush(under_load)
 
     loop.writer._flush = flush
     assert loop.run() == EXIT_RESUMABLE
