@@ -18,8 +18,11 @@ step beside the trial, and after it fold in what came since, as long as our GP t
 (the "fold model", measured the same way).
 
 Per N and phase:
-  * master CPU per result, and the results per second it could absorb (1 / that), from a run
-    where the master is busy all the time (the virtual clock only moves when it works);
+  * master CPU per result in the steady state (from the N-th result to the N-th from the end, where
+    every result is answered by one new task: the first tasks and the stops are costs per worker),
+    and the results per second it could absorb (1 / that), from runs where the master is busy all
+    the time (the virtual clock only moves when it works): the median over the runs of that size
+    (one per trial length), as one run on a shared machine varies by a third;
   * the bytes a task carries, and for Bayesian tasks the pending points and observations;
   * worker utilisation for 1 s, 10 s and 60 s trials: time in trials over time in trials plus
     each worker's gap before a trial (the master's queue, the message, another worker's
@@ -332,7 +335,7 @@ def main() -> None:
             label = run_label(strategy, options)
             for workers in args.workers:
                 trials = max(int(args.rounds * workers), args.min_trials)
-                cells = []
+                cells, costs = [], []
                 first = None
                 for seconds in args.trial_seconds:
                     stats, _ = simulate(workers, strategy, trials, seconds, step, options, "virtual", folder,
@@ -340,8 +343,11 @@ def main() -> None:
                     first = first or stats
                     total = stats.busy + sum(stats.gaps)
                     cells.append(f"{100 * stats.utilisation:>8.2f}% ({100 * stats.steps / total:.1f})")
+                    costs.append(stats.steady_cpu_per_result(workers))
                     sys.stdout.flush()
-                cost = first.master_cpu / first.trials
+                # The master works the same way whatever the trials' length (it never sleeps on the virtual clock):
+                # the median over the runs of this size is steadier than one run on a shared machine.
+                cost = statistics.median(costs)
                 bayes = max(first.bayes_tasks, 1)
                 print(f"{label:>14} {workers:>8} {trials:>7} {1e3 * cost:>9.3f}ms {1 / cost:>10.0f} "
                       f"{first.task_bytes / first.tasks:>11.0f} {first.pending / bayes:>8.0f} "

@@ -66,12 +66,23 @@ class SimulationStats:
     bayes_tasks: int = 0
     started: float | None = None  # the first task, on the simulation's clock
     ended: float = 0.0  # the last result
+    cpu_at_result: list = field(default_factory=list)  # master_cpu when the master took each result (virtual clock)
 
     @property
     def utilisation(self) -> float:
         """Time in trials over time in trials plus the gaps before them."""
         total = self.busy + sum(self.gaps)
         return self.busy / total if total else float("nan")
+
+    def steady_cpu_per_result(self, workers: int) -> float:
+        """The master's CPU per result in the steady state: from its ``workers``-th result to its ``workers``-th
+        from the end, where each result is answered by one new task (before it the master hands every worker its
+        first task; after it, stops them: costs per worker, not per result). NaN with too few results."""
+        marks = self.cpu_at_result
+        last = len(marks) - 1 - workers
+        if last <= workers:
+            return float("nan")
+        return (marks[last] - marks[workers]) / (last - workers)
 
 
 class SimulatedCluster(Comm):
@@ -151,9 +162,15 @@ class SimulatedCluster(Comm):
             if not self.virtual:
                 return None
             self._now = due  # every worker is busy: the master waits for the next event
-        _, _, source, tag, data = heapq.heappop(self._events)
+        started = time.perf_counter()
+        _, _, source, tag, data = heapq.heappop(self._events)  # the simulation's queue (MPI's is not the master's work)
+        elapsed = time.perf_counter() - started
+        self._sim_cpu += elapsed
+        self.stats.simulated += elapsed
         message = decode(tag, pickle.loads(data))  # the master's cost, as after an MPI receive
         self.stats.ended = max(self.stats.ended, self.now())
+        if tag == Result.TAG:
+            self.stats.cpu_at_result.append(self.stats.master_cpu)
         return source, message
 
     # -- the workers ----------------------------------------------------------------------
