@@ -13,6 +13,7 @@ from hpc_hpo.run.master import MasterLoop
 from hpc_hpo.run.options import RunOptions
 from hpc_hpo.run.protocol import Hello
 from hpc_hpo.run.simulation import SimulatedCluster
+from hpc_hpo.search.gp.suggester import KEEP_POSTERIOR_FROM
 
 from conftest import hpo, write_experiment
 
@@ -92,14 +93,15 @@ lookahead = LOOKAHEAD
 """
 
 
-def simulated_bayes_run(tmp_path, lookahead: bool):
-    """4 workers, 1-s trials, a 0.1-s Bayesian step; with the look-ahead, a fold-in of 0.01 s."""
-    name = f"lookahead-{str(lookahead).lower()}"
-    config = load_config(write_experiment(
-        tmp_path, LOOKAHEAD.replace("RESULTS", f"{name}.h5").replace("LOOKAHEAD", str(lookahead).lower()), OBJECTIVE,
-        name=f"{name}.toml"))
+def simulated_bayes_run(tmp_path, lookahead: bool, known: int = 4, duration=lambda rng: 1.0):
+    """4 workers, ``known`` Sobol trials then 60 Bayesian ones, 1-s trials (or as ``duration`` says), a 0.1-s
+    Bayesian step; with the look-ahead, a fold-in of 0.01 s."""
+    name = f"lookahead-{str(lookahead).lower()}-{known}"
+    text = LOOKAHEAD.replace("RESULTS", f"{name}.h5").replace("LOOKAHEAD", str(lookahead).lower())
+    config = load_config(write_experiment(tmp_path, text.replace("trials = 4\n", f"trials = {known}\n"), OBJECTIVE,
+                                          name=f"{name}.toml"))
     steps, folds = [], []
-    cluster = SimulatedCluster(4, config.space, objective, lambda rng: 1.0, step=lambda n, p: steps.append(n) or 0.1,
+    cluster = SimulatedCluster(4, config.space, objective, duration, step=lambda n, p: steps.append(n) or 0.1,
                                fold=(lambda n, p, k: folds.append(k) or 0.01) if lookahead else None)
     writer = ResultsWriter.create(tmp_path / f"{name}.h5", config.space, {"objective": config.experiment.objective,
                                                                         "budget": config.budget}, slots=4)
@@ -107,7 +109,7 @@ def simulated_bayes_run(tmp_path, lookahead: bool):
     loop = MasterLoop(cluster, config, writer, [Hello(rank, "simulated", 0) for rank in (1, 2, 3, 4)], RunOptions())
     assert loop.run() == 0
     records = read_results(tmp_path / f"{name}.h5").records()
-    assert len(records) == 64 and all(r["status"] == "done" for r in records)
+    assert len(records) == known + 60 and all(r["status"] == "done" for r in records)
     return cluster.stats, steps, folds
 
 
@@ -125,3 +127,18 @@ def test_simulated_workers_look_ahead_as_the_real_ones_and_fold_in_what_came_sin
     assert all(k <= 4 for k in folds)  # only what came since the Update: the master counted the rest as seen
     assert ahead.steps == pytest.approx((60 - len(folds)) * 0.1 + len(folds) * 0.01)
     assert ahead.utilisation > plain.utilisation + 0.05
+
+
+@pytest.mark.parametrize("known", [100, KEEP_POSTERIOR_FROM + 3])  # (3 trials of the others may still run)
+def test_past_a_thousand_points_a_simulated_trial_too_short_for_its_refresh_still_folds_in(tmp_path, known):
+    """As the real worker: a trial shorter than its worker's last ends before the moment to ask for an Update, and
+    its next step is whole; past KEEP_POSTERIOR_FROM points the step is also prepared when the trial starts, so
+    every Bayesian task after a worker's first only folds in."""
+    stats, steps, folds = simulated_bayes_run(tmp_path, True, known, lambda rng: float(rng.choice([1.0, 0.2])))
+    assert stats.bayes_tasks == 60
+    whole = 60 - len(folds)  # each worker's first Bayesian task, and below the threshold the short trials' next
+    if known >= KEEP_POSTERIOR_FROM:
+        assert min(steps) >= KEEP_POSTERIOR_FROM and whole == 4  # every step saw the thousand points
+    else:
+        assert whole > 4 + 5  # one trial in four is short after a long one
+    assert stats.steps == pytest.approx(whole * 0.1 + len(folds) * 0.01)

@@ -6,6 +6,7 @@ import os
 import signal
 import textwrap
 
+import numpy as np
 import pytest
 
 from hpc_hpo import __version__
@@ -14,6 +15,7 @@ from hpc_hpo.errors import EXIT_OK, EXIT_RESUMABLE, TrialAbandoned
 from hpc_hpo.run.protocol import PROTOCOL_VERSION, Bye, Hello, Join, Refresh, Result, Setup, Stop, Suggested, Task, Update
 from hpc_hpo.run.signals import StopRequest
 from hpc_hpo.run.worker import MAX_START_FAILURES, Worker
+from hpc_hpo.search.gp.suggester import KEEP_POSTERIOR_FROM
 from hpc_hpo.trials.devices import local_place
 
 #: Imports fine until a trial has run on this worker; after that every new trial process hangs while it
@@ -182,4 +184,41 @@ def test_under_mpi_the_look_ahead_asks_for_the_latest_results_shortly_before_the
     worker.handle(Task(5, None, 1, "bayes", suggest=([(sent[-3].params, second.value)], [], 0)))
     assert sent[-1].trial_id == 5 and sent[-1].status == "done"
     assert worker._suggester.observations == 6  # only the second trial's result came with the task
+    worker.close()
+
+
+@pytest.mark.parametrize("known", [100, KEEP_POSTERIOR_FROM])
+def test_past_a_thousand_points_the_next_step_is_prepared_when_the_trial_starts_and_folded_in_after(tmp_path, known):
+    """Under MPI with trials in a child process the step is prepared from the master's Update near the trial's
+    end; a trial that ends before the Update comes (shorter than the last, or a busy master) then got the whole
+    step. Past KEEP_POSTERIOR_FROM points the worker also prepares it when the trial starts, keeping the
+    posterior, and the next step only folds in what came since; below, nothing changes (the quality figures)."""
+    worker, sent = worker_with(tmp_path, {"executor": "process"}, SLOW,
+                               [{"strategy": "bayes", "trials": 8, "lookahead": True}])
+    worker.can_refresh = True  # its Refresh goes unanswered: the trial ends before the Update comes
+    worker.abandon = lambda: worker.refresh() or False
+    xs = np.random.default_rng(0).random(known)
+
+    def last(kind):
+        return [m for m in sent if isinstance(m, kind)][-1]
+
+    worker.handle(Task(3, None, 1, "bayes", suggest=([({"x": x}, (x - 0.3) ** 2) for x in xs.tolist()], [], 0)))
+    worker.handle(Task(4, None, 1, "bayes", suggest=([(last(Suggested).params, last(Result).value)], [], 0)))
+    assert (last(Result).trial_id, last(Result).status) == (4, "done")
+    suggester = worker._suggester
+    if known >= KEEP_POSTERIOR_FROM:
+        assert suggester.keeps_posterior and worker._lookahead is not None  # started with the trial
+        worker._lookahead.join()
+        prepared = suggester._prepared
+        assert prepared is not None and prepared.kept is not None and prepared.observations == known + 1
+        running = last(Suggested).params["x"]  # pending while the step was prepared: its candidates keep away
+        assert all(abs(p["x"] - running) >= 0.01 for p in suggester.encoding.decode(prepared.candidates))
+    else:
+        assert worker._lookahead is None and suggester._prepared is None  # the next step is whole
+    folds = []
+    fold = suggester._fold_into_kept_posterior
+    suggester._fold_into_kept_posterior = lambda *args: folds.append(fold(*args)) or folds[-1]
+    worker.handle(Task(5, None, 1, "bayes", suggest=([(last(Suggested).params, last(Result).value)], [], 0)))
+    assert (last(Result).trial_id, last(Result).status) == (5, "done") and suggester.observations == known + 2
+    assert [f is not None for f in folds] == ([True] if known >= KEEP_POSTERIOR_FROM else [])
     worker.close()
