@@ -295,6 +295,8 @@ class Worker:
             self.executor.abandon_poll = REFRESH_POLL
             if not self._suggester.keeps_posterior:
                 return  # (a trial that ends before its moment gets the whole step)
+        log.debug("trial %d: preparing the next step beside it%s", task.trial_id,
+                  ", keeping its posterior" if self._suggester.keeps_posterior else "")
         self._start_look_ahead([*task.suggest[1], params], options)
 
     def _start_look_ahead(self, pending: list, options: dict) -> None:
@@ -357,8 +359,9 @@ class Worker:
         seconds = time.perf_counter() - started
         if not looked_ahead:
             self._last_step_seconds = seconds
-        log.debug("trial %d: chose %s in %.3fs from %d observations", task.trial_id, params, seconds,
-                  len(observations) if task.segment else self._suggester.observations)
+        log.debug("trial %d: chose %s in %.3fs from %d observations (%s)", task.trial_id, params, seconds,
+                  len(observations) if task.segment else self._suggester.observations,
+                  "pb2" if task.segment else f"{self._suggester.last_step} step")
         self.send(Suggested(task.trial_id, params, seconds))
         return params
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 from hpc_hpo.results.reader import read_results
-from hpc_hpo.search.gp.suggester import BayesSuggester
+from hpc_hpo.search.gp.suggester import KEEP_POSTERIOR_FROM, BayesSuggester
 from hpc_hpo.search.space import parse_space
 from hpc_hpo.search.strategies.sobol import SobolStrategy
 
 from conftest import hpo, mpirun_command, run_command, write_experiment
-from experiments import OBJECTIVE, bayes_experiment
+from experiments import OBJECTIVE, bayes_experiment, header
 
 BRANIN_MIN = 0.397887
 
@@ -140,6 +141,44 @@ def test_under_mpirun_the_look_ahead_prepares_each_step_from_the_results_of_shor
                 continue  # b was not running when a's point was chosen
             distance = np.linalg.norm(unit[a["trial_id"]] - unit[b["trial_id"]]) / math.sqrt(space.dim)
             assert distance >= 0.01, (a["trial_id"], b["trial_id"], distance)
+
+
+def test_under_mpirun_past_a_thousand_points_each_step_folds_into_the_posterior_kept_from_the_last(tmp_path):
+    """Past KEEP_POSTERIOR_FROM points (here 1,000 random trials first) a worker with the look-ahead prepares its
+    next step when its trial starts, keeping the posterior, and its next step only folds in what came since: each
+    worker's first Bayesian step is whole, every later one a fold into the kept posterior (the workers' -vv lines).
+    (1,010 random trials: when the last is handed out, at most two others still run.)"""
+    assert KEEP_POSTERIOR_FROM == 1000
+    body = header("kept", sleep=0.0, seed=6) + """
+[[phase]]
+strategy = "random"
+trials = 1010
+
+[[phase]]
+strategy = "bayes"
+trials = 9
+lookahead = true
+
+[workers]
+executor = "process"
+"""
+    write_experiment(tmp_path, body, OBJECTIVE)
+    out = run_command(mpirun_command(4, ["run", "experiment.toml", "-vv"]), tmp_path, timeout=300)
+    assert out.returncode == 0, out.output[-3000:]
+    rows = read_results(tmp_path / "results.h5").records()
+    assert sorted(r["trial_id"] for r in rows) == list(range(1019))
+    bayes = [r for r in rows if r["strategy"] == "bayes"]
+    choosers = len({r["rank"] for r in bayes})
+    steps = re.findall(r"chose .* from (\d+) observations \((whole|fold|kept posterior|explore) step\)", out.output)
+    assert len(steps) == 9 and all(int(n) >= 1000 for n, _ in steps), steps
+    kinds = [kind for _, kind in steps]
+    assert (kinds.count("whole"), kinds.count("kept posterior")) == (choosers, 9 - choosers), steps
+    assert out.output.count("preparing the next step beside it, keeping its posterior") == 9, out.output[-3000:]
+    space = parse_space({"x": {"type": "float", "low": -5.0, "high": 5.0},
+                         "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+                         "units": {"type": "int", "low": 16, "high": 512, "log": True},
+                         "act": {"type": "categorical", "choices": ["relu", "tanh", "nan"]}})
+    assert len({space.key({k: r[f"param_{k}"] for k in space.names}) for r in rows}) == len(rows)
 
 
 def test_a_worker_readies_the_gp_at_set_up_only_when_a_phase_needs_it(tmp_path):

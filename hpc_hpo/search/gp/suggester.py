@@ -172,6 +172,10 @@ class BayesSuggester:
         self._prepared: _Prepared | None = None
         self._base: GaussianProcess | None = None  # the last step's GP before fantasies, to extend at the next
         self._threadpools = ThreadpoolController()
+        #: How the last :meth:`suggest` chose its point, for the worker's log: "explore" (too few points yet, or the
+        #: step failed), "whole" (fit, candidates, refinement), "fold" (the prepared step with what came since),
+        #: "kept posterior" (the prepared step's posterior extended by what came since, no new GP).
+        self.last_step = ""
 
     @property
     def keeps_posterior(self) -> bool:
@@ -210,12 +214,14 @@ class BayesSuggester:
         options = {**DEFAULT_OPTIONS, **(options or {})}
         exclude = set(self._points) | {self.space.key(p) for p in pending}
         points = list(self._points.values())
+        self.last_step = "explore"
         if sum(p.successes > 0 or bool(p.levels) for p in points) < MIN_POINTS:
             return self._explore(exclude)
         try:
             with self._threadpools.limit(limits=1, user_api="blas"):
                 return self._gp_step(points, pending, exclude, options, slot)
         except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+            self.last_step = "explore"
             log.warning("Bayesian step failed (%s: %s); proposing an unexplored point instead", type(exc).__name__, exc)
             return self._explore(exclude)
 
@@ -304,9 +310,11 @@ class BayesSuggester:
         if prepared is not None and prepared.kept is not None:
             folded = self._fold_into_kept_posterior(points, prepared, options)
             if folded is not None:
+                self.last_step = "kept posterior"
                 ranked, _ = folded
                 pending_unit = self.encoding.to_unit(self.encoding.encode(list(pending))) if pending else None
                 return self._first_allowed(ranked, pending_unit, exclude, slot)
+        self.last_step = "whole" if prepared is None else "fold"
         model = self._posterior(points, pending, refit=True,
                                 maxiter=FIT_MAXITER if prepared is None else FOLD_FIT_MAXITER)
         top = np.argsort(model.y, kind="stable")[:TOP_FOR_LOCAL_SEARCH]
