@@ -10,7 +10,7 @@ if [ ! -x .venv-mpich/bin/python ]; then
 fi
 stamp=.venv-mpich/.hpc_hpo-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
-    .venv-mpich/bin/python -m pip install --quiet --upgrade pip
-    .venv-mpich/bin/python -m pip install --quiet -e '.[mpich]' 'pytest>=7' 'pytest-timeout>=2.1'
+    .venv-mpich/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
+    .venv-mpich/bin/python -m pip install --quiet --no-cache-dir -e '.[mpich]' 'pytest>=7' 'pytest-timeout>=2.1'
     touch "$stamp"
 fi
