@@ -286,6 +286,7 @@ class Scheduler:
     error: str = field(default="", init=False)
     #: Every finished trial as (params, value or None), in order: what Bayesian workers learn from. With a
     #: stopping rule, (params, value or None, values at the rungs reached [+ the final value if it ran to the end]).
+    #: Empty when no phase chooses its points on the workers (``_workers_learn``).
     history: list[tuple] = field(default_factory=list, init=False)
     _packed_history: ObservationLog = field(default_factory=lambda: ObservationLog(best=KEEP_BEST), init=False)
     _seen: dict[int, int] = field(default_factory=dict, init=False)
@@ -310,6 +311,10 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         self.progress = Progress(budget=sum(p.config.runs for p in self.phases))
+        #: Whether any phase has its points chosen on the workers: only then are the history and the running points
+        #: kept for their tasks (a search of grids, lists, random or Sobol points keeps neither: less work per result,
+        #: and no per-worker table of running points).
+        self._workers_learn = any(p.strategy.suggests_on_worker for p in self.phases)
 
     @classmethod
     def from_config(cls, config: Config, deadline: float | None = None) -> Scheduler:
@@ -447,7 +452,8 @@ class Scheduler:
             raise RuntimeError(f"rank {event.rank} chose a point for trial {event.trial_id}, but it was running {trial!r}")
         trial = trial._replace(params=event.params, suggest_seconds=event.suggest_seconds)
         self.running[event.rank] = trial
-        self._pending_points[trial.trial_id] = pickled(trial.params)
+        if self._workers_learn:
+            self._pending_points[trial.trial_id] = pickled(trial.params)
         if event.suggest_seconds > 0:
             self._step_seconds = _average(self._step_seconds, event.suggest_seconds)
         self._release_slot(event.rank)
@@ -482,6 +488,8 @@ class Scheduler:
         return [Judge(event.rank, event.trial_id, event.epoch, decision.stop)]
 
     def _learn(self, record: TrialRecord) -> None:
+        if not self._workers_learn:
+            return
         observation = self._observation(record)
         self.history.append(observation)
         value = observation[1]
@@ -679,7 +687,7 @@ class Scheduler:
         trial = TrialRecord(status=RUNNING, rank=rank, host=self.hosts.get(rank, ""), t_submit=now,
                             gpus=self.gpus.get(rank, ""), **fields)
         self.running[rank] = trial
-        if trial.params is not None:
+        if trial.params is not None and self._workers_learn:
             self._pending_points[trial.trial_id] = pickled(trial.params)
         return trial
 

@@ -356,6 +356,23 @@ def test_master_work_per_result_does_not_grow_with_the_history():
         assert sum(len(s.observations) for r, s in d.suggests if r == rank) <= len(d.s.history)
 
 
+def test_the_history_and_the_running_points_are_kept_only_for_workers_that_choose_points():
+    """A search of lists, grids and random points keeps neither (no work per result for them, no per-worker table);
+    with a Bayesian phase later on, both are kept from the first trial, so its first task has the whole history."""
+    plain = Driver(Scheduler.from_config(make_config(THREE_PHASES)), workers=(1, 2, 3))
+    plain.finish(1)
+    assert plain.s._pending_points == {} and plain.s.history == []
+    plain.run_all()
+    assert len(plain.records) == 11 and plain.s.history == []
+
+    d = BayesDriver(Scheduler.from_config(bayes_config(trials=2, random_first=4)), workers=(1, 2))
+    assert sorted(d.s._pending_points) == sorted(ins.trial.trial_id for ins in d.pending.values())
+    d.run_all()
+    assert len(d.s.history) == 6
+    first_bayes = next(s for _, s in d.suggests)
+    assert len(first_bayes.observations) >= 3  # the random phase's results, learnt before any bayes task
+
+
 def test_repeats_run_each_point_on_different_workers():
     config = make_config([{"strategy": "random", "trials": 4, "repeats": 3}])
     d = Driver(Scheduler.from_config(config), workers=(1, 2, 3))
@@ -504,6 +521,10 @@ def test_after_a_shutdown_late_results_are_recorded_and_nothing_more_is_handed_o
     assert d.stops == {} and sorted(t.trial_id for t in d.s.running.values()) == [0, 2]  # still to run again
 
 
+#: Random points first, then a phase whose points the workers choose: what they learn is kept from the start.
+LEARNING_PHASES = [{"strategy": "random", "trials": 6}, {"strategy": "bayes", "trials": 4}]
+
+
 def stopping_scheduler(rule="asha", phases=None, direction="minimize"):
     config = parse_config({
         "experiment": {"objective": "m:f", "seed": 3, "direction": direction},
@@ -518,7 +539,7 @@ def test_reported_epochs_are_judged_at_the_rungs_and_a_stopped_trial_is_pruned_n
     from hpc_hpo.results.records import PRUNED
     from hpc_hpo.run.scheduler import EpochReported, Judge
 
-    s = stopping_scheduler()
+    s = stopping_scheduler(phases=LEARNING_PHASES)
     d = Driver(s, workers=(1, 2))
     first, second = d.pending[1].trial.trial_id, d.pending[2].trial.trial_id
     assert s.rungs_for(first) == (1, 3)
@@ -539,7 +560,7 @@ def test_reported_epochs_are_judged_at_the_rungs_and_a_stopped_trial_is_pruned_n
 def test_a_trial_that_ran_to_the_end_brings_its_rung_values_and_its_final_value():
     from hpc_hpo.run.scheduler import EpochReported
 
-    s = stopping_scheduler(direction="maximize")
+    s = stopping_scheduler(phases=LEARNING_PHASES, direction="maximize")
     d = Driver(s, workers=(1,))
     trial = d.pending[1].trial.trial_id
     for epoch, value in enumerate([0.5, 0.6, 0.7]):
