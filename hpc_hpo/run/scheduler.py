@@ -7,7 +7,8 @@ into events and carries out the instructions, so this logic is tested without MP
 Events and instructions are NamedTuples, cheap enough to make several per trial.
 
 Bayesian trials: the worker chooses the point. The scheduler keeps every finished trial in
-``history`` and, per worker, how much of it that worker has seen; a Bayesian task carries
+``history`` (when some phase is Bayesian: a search without one keeps no history) and, per
+worker, how much of it that worker has seen; a Bayesian task carries
 only the unseen part (at most ``MAX_OBSERVATIONS``: the last ones and the best of the others)
 and the points running elsewhere, so the master's work per result does not grow with the history.
 The worker reports its point (``TrialStarted``) before it evaluates it. With ``sequential = true``
