@@ -41,7 +41,8 @@ setup(
         "docs": ["mkdocs>=1.6"],  # the documentation: mkdocs serve / mkdocs build --strict
         # Peers for the benchmarks' --peers (not needed to run or test hpc_hpo): Optuna (its GPSampler also
         # needs torch), Ray Tune, scikit-optimize, and scikit-learn for bayes_quality.py's machine-learning
-        # tasks. HEBO pins numpy < 1.25: pip install --no-deps hebo, then gpytorch pymoo pandas disjoint-set.
+        # tasks. HEBO pins numpy < 1.25: pip install --no-deps hebo, then its own dependencies (the exact list is
+        # in benchmarks/simulated_workers.py).
         "bench": ["optuna>=4", "ray[tune]>=2.9", "scikit-optimize>=0.10", "scikit-learn>=1.3"],
         # The report's tests open its HTML page in Debian's chromium through Selenium and chromedriver.
         "test": ["pytest>=7", "pytest-timeout>=2.1", "pandas>=2.0", "pyarrow>=14", "matplotlib>=3.7",

@@ -22,8 +22,9 @@ Methods (:data:`METHODS`):
 - ``hebo``: HEBO, asked one point whenever a worker is free (it has no notion of running points).
 
 Peers are optional (``pip install -e .[bench]``, and torch for Optuna's GPSampler; HEBO pins numpy <
-1.25, so ``pip install --no-deps hebo gpytorch pymoo pandas disjoint-set``); a method whose package is
-missing raises ImportError naming it.
+1.25, so ``pip install --no-deps hebo gpytorch linear_operator jaxtyping pymoo==0.6.1.3 alive-progress pandas
+disjoint-set``: pymoo 0.6.2 imports a package HEBO does not list); a method whose package is missing raises
+ImportError naming it.
 """
 
 from __future__ import annotations
