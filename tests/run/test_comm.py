@@ -115,3 +115,33 @@ def test_a_rank_closes_cleanly_with_messages_it_never_read(tmp_path):
     assert out.returncode == 0, out.output
     assert "rank 0: closed" in out.stdout and "rank 1: closed" in out.stdout, out.output
     assert "Traceback" not in out.output and "unmatched" not in out.output, out.output
+
+
+ARRIVED_WHILE_ASLEEP = """
+import time
+from mpi4py import MPI
+from hpc_hpo.run.comm import open_comm
+from hpc_hpo.run.protocol import Bye
+
+comm = open_comm()
+MPI.COMM_WORLD.Barrier()
+if comm.rank == 1:
+    comm.send(Bye(1), 0)
+else:
+    time.sleep(0.5)  # no MPI call meanwhile: the message waits in the transport, as while the master sleeps
+    print(f"rank 0: first poll {comm.poll()!r}", flush=True)
+    time.sleep(0.01)
+    print(f"rank 0: second poll {comm.poll()!r}", flush=True)
+comm.close()
+"""
+
+
+def test_a_message_that_arrived_while_the_rank_slept_is_taken_by_its_first_poll(tmp_path):
+    """Master and workers poll between short sleeps: a poll that only moved the message into MPI's queue, to be
+    matched at the next one, made every message wait a sleep more (3.2 ms instead of 1.1 at 2-ms sleeps)."""
+    (tmp_path / "asleep.py").write_text(textwrap.dedent(ARRIVED_WHILE_ASLEEP))
+    out = run_command([find_mpirun(), "-n", "2", *launcher_flags(), sys.executable, "asleep.py"],
+                      tmp_path, timeout=60, env=base_env())
+    assert out.returncode == 0, out.output
+    assert "rank 0: first poll (1, Bye(rank=1))" in out.stdout, out.output
+    assert "rank 0: second poll None" in out.stdout, out.output
