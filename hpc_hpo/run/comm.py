@@ -6,7 +6,8 @@ launcher; importing hpc_hpo never initialises MPI. The master and the workers ta
 (:class:`LocalComm`, which hands each message straight to an in-process worker).
 
 Nobody blocks in a busy receive: Open MPI busy-polls inside a blocking ``recv`` and burns a
-core while the workers train. Waiting is ``Iprobe`` plus a short back-off sleep.
+core while the workers train. Waiting is a matched probe (``improbe``, asked twice when the first finds
+nothing: :meth:`MpiComm._probe`) plus a short back-off sleep.
 """
 
 from __future__ import annotations
