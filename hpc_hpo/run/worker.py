@@ -222,6 +222,8 @@ class Worker:
             if isinstance(self.executor, ProcessExecutor):
                 self.executor.abandon_poll = ABANDON_POLL
         t_end = time.time()
+        if isinstance(self.executor, ProcessExecutor) and self.executor.started is not None:
+            t_start = self.executor.started  # not before its child had it: a child still loading is not trial time
         self._last_trial_seconds = t_end - t_start
         log.debug("trial %d %s in %.3fs", task.trial_id, outcome.status, t_end - t_start)
         failures = getattr(self.executor, "start_failures", 0)

@@ -6,8 +6,11 @@ that TensorFlow's GPU memory, which it never gives back, goes with the child, an
 that crashes, hangs or leaks cannot take the MPI job with it:
 
 - the child is reused for up to ``max_trials_per_process`` trials, and replaced after a
-  crash, a timeout, or when its resident memory passes ``max_process_memory_mb``; the
-  replacement starts at once and loads the objective while the worker reports the result;
+  crash, a timeout, or when its resident memory passes ``max_process_memory_mb``. Its
+  successor starts when it is handed its last planned trial, and loads the objective (TensorFlow:
+  seconds) while that trial runs; an unplanned replacement starts at once and loads while the
+  worker reports the result. A trial starts when its child has it (:attr:`ProcessExecutor.started`):
+  waiting for a child still loading is not trial time;
 - a child that has not loaded the objective ``startup_timeout`` seconds after it started (a
   hung file system, a GPU driver that does not answer) is killed: at set-up that is an error
   for the whole job, later the trial that waited for it fails, and the next trial starts a
@@ -155,7 +158,10 @@ class ProcessExecutor:
         self.processes_started = 0
         #: Trials in a row whose trial process could not start (failed to load the objective, or hung).
         self.start_failures = 0
+        #: When the last trial was handed to a loaded child (``time.time()``): the trial's start.
+        self.started: float | None = None
         self._ctx = multiprocessing.get_context("spawn")
+        self._next: _Child | None = None  # the successor, loading while the child runs its last planned trial
         self._child: _Child | None = self._start()
         error = self._child.wait_ready(startup_timeout)
         if error:
@@ -172,6 +178,7 @@ class ProcessExecutor:
         """Run one trial in the child; raise :class:`TrialAbandoned` (the child killed) if ``abandon()`` says so."""
         child = self._child if self._child is not None else self._start()
         self._child = child
+        self.started = None
         error = child.wait_ready(self.startup_timeout)
         if error:
             self.start_failures += 1
@@ -179,7 +186,10 @@ class ProcessExecutor:
             return Outcome(None, {}, f"{error} (rank {context.rank} on {context.host})")
         self.start_failures = 0
         child.trials += 1
+        self.started = time.time()
         child.conn.send((params, context))
+        if child.trials >= self.max_trials_per_process and self._next is None:
+            self._next = self._start()  # it loads while this trial runs: the next trial need not wait for it
         outcome = self._supervise(child, context, report, abandon)
         if outcome.error:
             outcome = Outcome(None, outcome.metrics, outcome.error + _stderr_tail(context), outcome.timed_out,
@@ -237,15 +247,17 @@ class ProcessExecutor:
                 f"(rank {context.rank} on {context.host})")
 
     def _retire(self) -> None:
-        """End the current child and start its replacement, which loads while we go on."""
+        """End the current child; its successor takes over (started during its last planned trial, or now, to load
+        while we go on)."""
         if self._child is not None:
             self._child.stop()
-        self._child = self._start()
+        self._child, self._next = (self._next if self._next is not None else self._start()), None
 
     def close(self) -> None:
-        if self._child is not None:
-            self._child.stop()
-            self._child = None
+        for child in (self._child, self._next):
+            if child is not None:
+                child.stop()
+        self._child = self._next = None
 
 
 def choose_executor(executor: str, objective_spec: str, base_dir: str) -> str:

@@ -166,13 +166,15 @@ def objective(params, trial):
 
 
 def test_a_worker_whose_trial_processes_stop_starting_is_retired_and_the_search_finishes(tmp_path):
-    body = EXPERIMENT.replace("EXECUTOR", "process").replace("trials = 12", "trials = 30") + \
+    # Enough trials that rank 1 still has work when rank 2 retires (its three hung starts take 2 s each, while
+    # rank 1's next trial process loads during its trial).
+    body = EXPERIMENT.replace("EXECUTOR", "process").replace("trials = 12", "trials = 60") + \
         "max_trials_per_process = 1\nstartup_timeout = 2\n"
     write_experiment(tmp_path, body, SICK_AFTER_ONE_TRIAL)
     out = hpo(["run", "experiment.toml"], tmp_path, ranks=3, timeout=240)
     assert out.returncode == 0, out.output
     rows = read_results(tmp_path / "results.h5").records()
-    assert len(rows) == 30
+    assert len(rows) == 60
     sick = [r for r in rows if r["rank"] == 2]
     assert [r["status"] for r in sick] == ["done", "failed", "failed", "failed"]
     assert all(r["error"].startswith("TrialProcessStartTimeout: the trial process did not finish importing the "

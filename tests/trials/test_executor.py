@@ -90,6 +90,51 @@ def test_one_process_serves_several_trials_then_is_replaced(make, tmp_path):
     assert pids[0] != os.getpid()
 
 
+#: An objective whose import takes a second, as TensorFlow's takes seconds.
+SLOW_IMPORT = """
+import os, time
+
+time.sleep(1.0)
+LOADED = time.time()
+
+def objective(params, trial):
+    if params.get("crash"):
+        os._exit(3)
+    time.sleep(params["seconds"])
+    return {"value": 0.0, "pid": os.getpid(), "loaded": LOADED}
+"""
+
+
+def test_the_next_trial_process_loads_while_the_last_trial_of_the_one_before_runs(tmp_path):
+    """Every ``max_trials_per_process`` trials a new child imports the objective (TensorFlow: seconds): it does so
+    during the last trial of the child before, not while the worker waits."""
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
+    executor = ProcessExecutor(f"{tmp_path / 'slow_import.py'}:objective", str(tmp_path), max_trials_per_process=2)
+    try:
+        first = executor.run({"seconds": 0.0}, context(tmp_path, 0))
+        last = executor.run({"seconds": 3.0}, context(tmp_path, 1))  # the first child's last trial
+        ended = time.time()
+        after = executor.run({"seconds": 0.0}, context(tmp_path, 2))
+        assert first.metrics["pid"] == last.metrics["pid"] != after.metrics["pid"]
+        assert after.metrics["loaded"] < ended  # loaded during the trial before
+    finally:
+        executor.close()
+
+
+def test_a_trial_starts_when_its_trial_process_has_loaded_the_objective(tmp_path):
+    """After a crash the replacement loads first: that wait is not the next trial's time (the row's t_start)."""
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
+    executor = ProcessExecutor(f"{tmp_path / 'slow_import.py'}:objective", str(tmp_path))
+    try:
+        assert executor.run({"crash": True}, context(tmp_path, 0)).status == "failed"
+        asked = time.time()
+        outcome = executor.run({"seconds": 0.0}, context(tmp_path, 1))
+        assert outcome.status == "done"
+        assert executor.started >= outcome.metrics["loaded"] and executor.started - asked > 0.5
+    finally:
+        executor.close()
+
+
 def test_a_trial_past_its_timeout_is_killed_and_the_next_one_runs(make, tmp_path):
     executor = make(trial_timeout=1.0)
     started = time.monotonic()
