@@ -5,8 +5,9 @@
 Runs a null objective (returns at once) through InlineExecutor and ProcessExecutor in this
 process, no MPI, and reports the median time per trial and the time to start a trial process
 (spawn + import of hpc_hpo + the objective). The process executor's cost per trial is a
-pickled round trip over a pipe plus the per-trial stdout/stderr files; with TensorFlow, the
-import in each new process (every ``max_trials_per_process`` trials) dominates.
+pickled round trip over a pipe plus the per-trial stdout/stderr files. With TensorFlow each new
+process (every ``max_trials_per_process`` trials) imports it, which takes seconds, but while the trial
+before runs (the successor starts with its predecessor's last planned trial).
 """
 
 from __future__ import annotations
