@@ -65,9 +65,12 @@ MAX_START_FAILURES = 3
 #: Seconds a trial waits at a rung for the stopping rule's verdict before it goes on without one.
 VERDICT_TIMEOUT = 30.0
 #: Look-ahead with a refresh: the worker asks for what it has not seen this long, plus its last step's time, before
-#: its trial is expected to end (as long as its last one), and asks ``abandon`` this often meanwhile.
+#: its trial is expected to end (as long as its last one); it wakes at that moment, then asks ``abandon`` every
+#: UPDATE_POLL for the master's answer (due within milliseconds), for at most UPDATE_WAIT, then every REFRESH_POLL.
 REFRESH_MARGIN = 0.03
 REFRESH_POLL = 0.02
+UPDATE_POLL = 0.002
+UPDATE_WAIT = 0.1
 
 
 class Worker:
@@ -94,6 +97,7 @@ class Worker:
         self.can_refresh = False
         self._refresh: tuple[float, int, dict] | None = None  # (when, trial id, phase options): the Refresh to send
         self._refreshed: dict | None = None  # the phase options of the Refresh sent, until its Update comes
+        self._update_due = 0.0  # until when the Update is looked for every UPDATE_POLL
         self._last_trial_seconds: float | None = None  # this worker's last trial, start to end
         self._last_step_seconds = 0.0  # its last whole Bayesian step (or prepared one)
 
@@ -294,7 +298,7 @@ class Worker:
         if self.can_refresh and isinstance(self.executor, ProcessExecutor) and self._last_trial_seconds is not None:
             lead = self._last_step_seconds + REFRESH_MARGIN
             self._refresh = (time.monotonic() + max(0.0, self._last_trial_seconds - lead), task.trial_id, options)
-            self.executor.abandon_poll = REFRESH_POLL
+            self.executor.abandon_poll = min(ABANDON_POLL, max(UPDATE_POLL, self._refresh[0] - time.monotonic()))
             if not self._suggester.keeps_posterior:
                 return  # (a trial that ends before its moment gets the whole step)
         log.debug("trial %d: preparing the next step beside it%s", task.trial_id,
@@ -313,10 +317,18 @@ class Worker:
     def refresh(self) -> None:
         """Ask the master for the results this worker has not seen, once, when the look-ahead's moment has come
         (called while the trial runs, each time the driver asks ``abandon``)."""
-        if self._refresh is None or time.monotonic() < self._refresh[0]:
+        now = time.monotonic()
+        if self._refresh is None:
+            if self._refreshed is not None and now > self._update_due:  # no answer yet (the phase may have ended)
+                self.executor.abandon_poll = REFRESH_POLL
+            return
+        if now < self._refresh[0]:  # wake at the moment, not a poll interval after it
+            self.executor.abandon_poll = min(ABANDON_POLL, max(UPDATE_POLL, self._refresh[0] - now))
             return
         _, trial_id, self._refreshed = self._refresh
-        self._refresh = None  # (``abandon`` is still asked often: the Update is taken within REFRESH_POLL)
+        self._refresh = None
+        self._update_due = now + UPDATE_WAIT
+        self.executor.abandon_poll = UPDATE_POLL  # the Update is taken within milliseconds of its arrival
         log.debug("trial %d: asking for the latest results to prepare the next step", trial_id)
         self.send(Refresh(trial_id))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -184,6 +185,31 @@ def test_under_mpi_the_look_ahead_asks_for_the_latest_results_shortly_before_the
     worker.handle(Task(5, None, 1, "bayes", suggest=([(sent[-3].params, second.value)], [], 0)))
     assert sent[-1].trial_id == 5 and sent[-1].status == "done"
     assert worker._suggester.observations == 6  # only the second trial's result came with the task
+    worker.close()
+
+
+def test_while_its_trial_runs_the_worker_wakes_at_the_moment_to_refresh_not_every_poll_before_it(tmp_path):
+    """The Refresh goes out at its moment, not up to a poll interval (20 ms) after it, which left the prepared step
+    less time than planned; and the worker does not wake every 20 ms before it, only every ABANDON_POLL (0.1 s)."""
+    worker, sent = worker_with(tmp_path, {"executor": "process"}, SLOW,
+                               [{"strategy": "bayes", "trials": 8, "lookahead": True}])
+    worker.can_refresh = True
+    calls: list[tuple[float, float | None]] = []  # (when abandon was asked, the moment to refresh then)
+
+    def abandon():
+        calls.append((time.monotonic(), None if worker._refresh is None else worker._refresh[0]))
+        return worker.refresh() or False
+
+    worker.abandon = abandon
+    seen = [({"x": x}, (x - 0.3) ** 2) for x in (0.0, 0.5, 1.0)]
+    worker.handle(Task(3, None, 1, "bayes", suggest=(seen, [], 0)))
+    calls.clear()
+    worker.handle(Task(4, None, 1, "bayes", suggest=([(sent[-2].params, sent[-1].value)], [], 0)))
+    assert [type(m) for m in sent[-3:]] == [Suggested, Refresh, Result]
+    moment = calls[0][1]
+    before = [when for when, _ in calls if when < moment]
+    assert moment is not None and 1 <= len(before) <= 4  # a 0.3-s trial: at its start, then at most every 0.1 s
+    assert any(when >= moment for when, _ in calls)  # woken at the moment (the Refresh went out then)
     worker.close()
 
 
