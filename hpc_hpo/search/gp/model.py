@@ -1,6 +1,7 @@
 """A Gaussian process with a Matern-5/2 ARD kernel and a noise term, fitted by MAP.
 
-Outputs are standardised by the caller. Hyperparameters ``theta`` = (log length scales,
+Outputs are standardised by the caller, the worst at zero (so the zero prior mean is pessimistic:
+:func:`hpc_hpo.search.gp.warping.transform`). Hyperparameters ``theta`` = (log length scales,
 log signal variance, log noise variance) maximise the log marginal likelihood plus weak
 log-normal priors, with analytic gradients and L-BFGS-B inside bounds; the previous fit is
 a warm start. Pending points enter as fantasies through :meth:`GaussianProcess.condition_on`,

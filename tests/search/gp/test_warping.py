@@ -33,9 +33,13 @@ def test_the_special_cases_of_lambda_match_scipy(lmbda):
     np.testing.assert_allclose(yeo_johnson(z, lmbda), yeojohnson(z, lmbda), rtol=1e-10, atol=1e-12)
 
 
-def test_transform_keeps_the_order_and_standardises():
+def test_transform_keeps_the_order_standardises_and_puts_the_worst_at_the_prior_mean():
+    """The GP's prior mean is zero: with the worst value observed there, the model expects the worst far from
+    every observation (a pessimistic prior mean), not the average."""
     values = np.random.default_rng(0).lognormal(0, 2, 50)
     warped = transform(values)
     assert np.array_equal(np.argsort(warped), np.argsort(values))
-    assert warped.mean() == pytest.approx(0, abs=1e-12) and warped.std() == pytest.approx(1)
+    assert warped.std() == pytest.approx(1) and warped.max() == 0.0 and warped[np.argmax(values)] == 0.0
+    assert warped.mean() < -0.5  # the average lies below the prior mean: most points are better than the worst
     assert np.array_equal(transform(np.full(5, 3.0)), np.zeros(5))  # constant values stay put
+    assert np.array_equal(transform(np.array([2.0, 1.0])), np.array([0.0, -2.0]))  # too few to warp: standardised
