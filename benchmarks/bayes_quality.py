@@ -3,6 +3,7 @@
     python benchmarks/bayes_quality.py                          # ours and random search, every problem
     python benchmarks/bayes_quality.py --peers all --seeds 20   # + Optuna GP/TPE, scikit-optimize, HEBO
     python benchmarks/bayes_quality.py --problems hartmann6 --mpi   # + real mpirun runs of ours
+    python benchmarks/bayes_quality.py --problems hartmann6 --seeds 40 --below 0.01 0.1   # + seeds below each regret
 
 The suite: Branin, Hartmann6, Ackley (5-D), Rosenbrock (4-D), Michalewicz (5-D), Griewank, a mixed
 space standing in for a training loss, and three machine-learning tasks on scikit-learn's bundled
@@ -152,6 +153,8 @@ def main() -> None:
     parser.add_argument("--peers", default="", help="comma-separated: optuna-gp,optuna-tpe,skopt-gp,hebo, or all; "
                         "hpc_hpo-lookahead for ours with lookahead = true (prepared when the trial starts), "
                         "hpc_hpo-refresh (prepared shortly before it ends, as under MPI)")
+    parser.add_argument("--below", type=float, nargs="*", default=[],
+                        help="also count, per method, the seeds whose regret is below each of these values (e.g. 0.01 0.1)")
     parser.add_argument("--mpi", action="store_true", help="also run ours for real under mpirun and in one process")
     parser.add_argument("--sleep", type=float, default=0.05, help="with --mpi: seconds each evaluation sleeps")
     parser.add_argument("--step", type=float, default=0.0,
@@ -173,7 +176,7 @@ def main() -> None:
         ours = plan[0][0]
     plan += [(f"{peer}, {w} workers", peer, w, w) for peer in peers]
 
-    tables, suite_ranks, times, dup_rows = [], {}, {}, []
+    tables, suite_ranks, times, dup_rows, counts = [], {}, {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
         for problem in args.problems:
             minimum = PROBLEMS[problem]["minimum"]
@@ -204,6 +207,8 @@ def main() -> None:
                 at_full = [min(v[:args.budget]) - offset for v in runs]
                 tables.append((problem, method, statistics.median(at_half), max(at_half), statistics.median(at_full),
                                max(at_full), ranks[method]))
+                counts.append((problem, method, [(sum(r < x for r in at_half), sum(r < x for r in at_full), len(runs))
+                                                 for x in args.below]))
                 suite_ranks.setdefault(method, []).append(ranks[method])
             for label, found in dups.items():
                 dup_rows.append((problem, label, sum(d[0] for d in found), sum(d[1] for d in found),
@@ -217,6 +222,11 @@ def main() -> None:
     for problem, method, med_half, worst_half, med_full, worst_full, rank in tables:
         print(f"{problem:<18} {method:<34} {med_half:>11.3g} {worst_half:>10.3g} {med_full:>11.3g} "
               f"{worst_full:>10.3g} {rank:>5.2f}")
+    if args.below:
+        print(f"\nseeds whose regret is below each value, at {half} / {args.budget} evaluations")
+        print(f"{'problem':<18} {'method':<34} " + " ".join(f"{'< ' + format(x, 'g'):>14}" for x in args.below))
+        for problem, method, found in counts:
+            print(f"{problem:<18} {method:<34} " + " ".join(f"{f'{a}/{n} , {b}/{n}':>14}" for a, b, n in found))
     print(f"\nmean rank across the {len(args.problems)} problems (rank at {args.budget} evaluations per seed, "
           f"averaged), and the time spent choosing per evaluation (median over runs)")
     for method, ranks in sorted(suite_ranks.items(), key=lambda item: statistics.mean(item[1])):
