@@ -220,8 +220,8 @@ class BayesSuggester:
         """The next point: the acquisition's maximum among points neither observed nor pending.
 
         ``slot`` k > 0: k other workers choose at the same moment from (nearly) the same history, and would find the
-        same maximum; this one takes the best point after k better ones, each at least PENDING_RADIUS from the
-        better ones, as if the points the others take were pending.
+        same maximum; this one believes the points they take at the GP's mean, as if they were pending, and takes
+        the best point after them (:meth:`_after_better_slots`).
         """
         options = {**DEFAULT_OPTIONS, **(options or {})}
         exclude = set(self._points) | {self.space.key(p) for p in pending}
