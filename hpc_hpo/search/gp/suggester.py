@@ -370,13 +370,15 @@ class BayesSuggester:
         unit = self.encoding.to_unit(ranked[index])
         radius = PENDING_RADIUS * math.sqrt(unit.shape[1])
         taken = np.zeros(len(index), dtype=bool)  # a better slot's point, or within the radius of one, as of a pending point
-        for _ in range(slot + 1):
+        for better in range(slot + 1):
             values = acquisition(options["acquisition"], mean, np.sqrt(np.maximum(np.diag(cov), 1e-12)), best,
                                  options["xi"], options["kappa"])[0]
             values[taken] = -np.inf
             i = int(np.argmax(values))
             if np.isneginf(values[i]):  # every candidate is a better slot's or next to one: the 1%-apart rule
                 return self._first_allowed(ranked, pending_unit, exclude, slot)
+            if better == slot:
+                break
             best = min(best, float(mean[i]))  # believed at the mean: the incumbent includes the beliefs
             column = cov[:, i].copy()
             cov -= np.outer(column, column) / (column[i] + noise)
@@ -387,11 +389,7 @@ class BayesSuggester:
                  limit: int) -> np.ndarray:
         """Indices of the first ``limit`` points of ``ranked`` neither observed nor pending nor next to a pending point,
         each point once."""
-        apart = np.ones(len(ranked), dtype=bool)
-        if pending_unit is not None and len(ranked):
-            unit = self.encoding.to_unit(ranked)
-            nearest = np.sqrt(((unit[:, None, :] - pending_unit[None, :, :]) ** 2).sum(-1)).min(axis=1)
-            apart = nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])
+        apart = self._apart_mask(ranked, pending_unit)
         chosen: list[int] = []
         keys: set[tuple] = set()
         for start in range(0, len(ranked), 64):
@@ -505,11 +503,15 @@ class BayesSuggester:
 
     def _apart(self, ranked: np.ndarray, pending_unit: np.ndarray | None) -> np.ndarray:
         """The encoded points of ``ranked`` at least PENDING_RADIUS of the diagonal from every pending point."""
+        return ranked[self._apart_mask(ranked, pending_unit)]
+
+    def _apart_mask(self, ranked: np.ndarray, pending_unit: np.ndarray | None) -> np.ndarray:
+        """Whether each point of ``ranked`` is at least PENDING_RADIUS of the diagonal from every pending point."""
         if pending_unit is None or not len(ranked):
-            return ranked
+            return np.ones(len(ranked), dtype=bool)
         unit = self.encoding.to_unit(ranked)
         nearest = np.sqrt(((unit[:, None, :] - pending_unit[None, :, :]) ** 2).sum(-1)).min(axis=1)
-        return ranked[nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])]
+        return nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])
 
     def _first_allowed(self, ranked: np.ndarray, pending_unit: np.ndarray | None, exclude: set[tuple],
                        slot: int = 0) -> dict[str, Any]:
