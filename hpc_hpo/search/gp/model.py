@@ -128,11 +128,6 @@ class GaussianProcess:
                 best_value, best_theta = result.fun, result.x
         return cls(X, y, best_theta)
 
-    @property
-    def diagonal_noise(self) -> float:
-        """What the covariance adds on the diagonal for a point: the noise, the jitter and any jitter the factor needed."""
-        return self.noise_ + JITTER + self._extra
-
     def condition_on(self, X_new: np.ndarray, y_new: np.ndarray) -> GaussianProcess:
         """The same GP (same theta) with extra points, e.g. fantasies at pending points."""
         if len(X_new) == 0:
@@ -153,7 +148,7 @@ class GaussianProcess:
             return GaussianProcess(X, y, self.theta_, _factor=(self.L_, self._extra))
         cross = matern52(scaled_sq_dist(self.X_, X_new, self.lengthscales_), self.s2_)
         corner = matern52(scaled_sq_dist(X_new, X_new, self.lengthscales_), self.s2_)
-        corner[np.diag_indices(p)] += self.diagonal_noise
+        corner[np.diag_indices(p)] += self.noise_ + JITTER + self._extra
         B = solve_triangular(self.L_, cross, lower=True, check_finite=False)
         try:
             C = cholesky(corner - B.T @ B, lower=True, check_finite=False)

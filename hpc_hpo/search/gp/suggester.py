@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -96,9 +96,6 @@ KEEP_POSTERIOR_FROM = MAX_POSTERIOR
 #: to the kept posterior, which models a subset of the history anyway: the fold-in stays tens of milliseconds
 #: when a trial's worth of results came in (thousands, with thousands of workers).
 KEPT_NEW_ROWS = 128
-#: A worker in slot k (k others choose beside it) believes the points they take at the GP's mean, among this many of the
-#: best-ranked candidates (:meth:`BayesSuggester._after_better_slots`).
-SLOT_CANDIDATES = 256
 
 
 @dataclass
@@ -132,15 +129,6 @@ class _KeptPosterior:
     candidates_cross: np.ndarray  # K(candidates, modelled + fantasies)
     candidates_solved: np.ndarray  # L^-1 K(modelled + fantasies, candidates)
     candidates_var: np.ndarray  # the posterior variance at the candidates
-
-
-class _Folded(NamedTuple):
-    """The kept posterior with the results since (:meth:`BayesSuggester._fold_into_kept_posterior`)."""
-    ranked: np.ndarray  # the prepared candidates, best first
-    scores: np.ndarray  # their acquisition values
-    best: float  # the incumbent, beliefs at the points still pending included
-    moments: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # mean and covariance at ranked[indices]
-    noise: float  # of a new point believed at the mean
 
 
 @dataclass
@@ -220,8 +208,8 @@ class BayesSuggester:
         """The next point: the acquisition's maximum among points neither observed nor pending.
 
         ``slot`` k > 0: k other workers choose at the same moment from (nearly) the same history, and would find the
-        same maximum; this one believes the points they take at the GP's mean, as if they were pending, and takes
-        the best point after them (:meth:`_after_better_slots`).
+        same maximum; this one takes the best point after k better ones, each at least PENDING_RADIUS from the
+        better ones, as if the points the others take were pending.
         """
         options = {**DEFAULT_OPTIONS, **(options or {})}
         exclude = set(self._points) | {self.space.key(p) for p in pending}
@@ -323,11 +311,9 @@ class BayesSuggester:
             folded = self._fold_into_kept_posterior(points, prepared, options)
             if folded is not None:
                 self.last_step = "kept posterior"
+                ranked, _ = folded
                 pending_unit = self.encoding.to_unit(self.encoding.encode(list(pending))) if pending else None
-                if slot:
-                    return self._after_better_slots(folded.ranked, folded.moments, folded.noise, folded.best, options,
-                                                    pending_unit, exclude, slot)
-                return self._first_allowed(folded.ranked, pending_unit, exclude)
+                return self._first_allowed(ranked, pending_unit, exclude, slot)
         self.last_step = "whole" if prepared is None else "fold"
         model = self._posterior(points, pending, refit=True,
                                 maxiter=FIT_MAXITER if prepared is None else FOLD_FIT_MAXITER)
@@ -341,72 +327,10 @@ class BayesSuggester:
             ranked, _ = ranked_points(model.gp, self.encoding, self.rng, best_unit, *acquisition, X=kept,
                                       n_starts=FOLD_STARTS, n_incumbent_starts=FOLD_INCUMBENT_STARTS,
                                       maxiter=FOLD_MAXITER)
-        if slot:
-            gp = model.gp
-
-            def moments(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                X = ranked[index]
-                cross = matern52(scaled_sq_dist(X, gp.X_, gp.lengthscales_), gp.s2_)
-                solved = solve_triangular(gp.L_, cross.T, lower=True, check_finite=False)
-                return cross @ gp.alpha_, matern52(scaled_sq_dist(X, X, gp.lengthscales_), gp.s2_) - solved.T @ solved
-
-            return self._after_better_slots(ranked, moments, gp.diagonal_noise, model.best, options,
-                                            model.pending_unit, exclude, slot)
-        return self._first_allowed(ranked, model.pending_unit, exclude)
-
-    def _after_better_slots(self, ranked: np.ndarray, moments: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-                            noise: float, best: float, options: Mapping[str, Any], pending_unit: np.ndarray | None,
-                            exclude: set[tuple], slot: int) -> dict[str, Any]:
-        """The point of the worker in ``slot`` k: the k workers choosing beside it from the same history take the
-        acquisition's maximum, then the maximum with that point believed at the GP's mean, and so on (a kriging
-        believer, as for the pending points); this one takes the next. Among the best SLOT_CANDIDATES allowed points
-        of ``ranked``, whose posterior mean and covariance ``moments(indices into ranked)`` gives: the acquisition
-        ranks them again after each belief (at ``noise``, as a pending point), the variance falling near a believed
-        point as far as the length scales say, and none is taken within PENDING_RADIUS of a better slot's point."""
-        index = self._allowed(ranked, pending_unit, exclude, SLOT_CANDIDATES)
-        if len(index) <= slot:  # fewer candidates than workers choosing at once: the 1%-apart rule
-            return self._first_allowed(ranked, pending_unit, exclude, slot)
-        mean, cov = moments(index)
-        unit = self.encoding.to_unit(ranked[index])
-        radius = PENDING_RADIUS * math.sqrt(unit.shape[1])
-        taken = np.zeros(len(index), dtype=bool)  # a better slot's point, or within the radius of one, as of a pending point
-        for better in range(slot + 1):
-            values = acquisition(options["acquisition"], mean, np.sqrt(np.maximum(np.diag(cov), 1e-12)), best,
-                                 options["xi"], options["kappa"])[0]
-            values[taken] = -np.inf
-            i = int(np.argmax(values))
-            if np.isneginf(values[i]):  # every candidate is a better slot's or next to one: the 1%-apart rule
-                return self._first_allowed(ranked, pending_unit, exclude, slot)
-            if better == slot:
-                break
-            best = min(best, float(mean[i]))  # believed at the mean: the incumbent includes the beliefs
-            column = cov[:, i].copy()
-            cov -= np.outer(column, column) / (column[i] + noise)
-            taken |= np.sqrt(((unit - unit[i]) ** 2).sum(axis=1)) < radius
-        return self.encoding.decode(ranked[index[i]][None])[0]
-
-    def _allowed(self, ranked: np.ndarray, pending_unit: np.ndarray | None, exclude: set[tuple],
-                 limit: int) -> np.ndarray:
-        """Indices of the first ``limit`` points of ``ranked`` neither observed nor pending nor next to a pending point,
-        each point once."""
-        apart = self._apart_mask(ranked, pending_unit)
-        chosen: list[int] = []
-        keys: set[tuple] = set()
-        for start in range(0, len(ranked), 64):
-            block = np.flatnonzero(apart[start:start + 64]) + start
-            if not len(block):
-                continue
-            for i, params in zip(block, self.encoding.decode(ranked[block]), strict=True):
-                key = self.space.key(params)
-                if key not in exclude and key not in keys:
-                    keys.add(key)
-                    chosen.append(int(i))
-            if len(chosen) >= limit:
-                break
-        return np.array(chosen[:limit], dtype=int)
+        return self._first_allowed(ranked, model.pending_unit, exclude, slot)
 
     def _fold_into_kept_posterior(self, points: list[_Point], prepared: _Prepared,
-                                  options: Mapping[str, Any]) -> _Folded | None:
+                      options: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
         """The prepared candidates ranked again with the results that came since, without a new step
         (:class:`_KeptPosterior`), and their acquisition values, best first; None when a result repeated a finished
         point: then the usual fold.
@@ -451,14 +375,7 @@ class BayesSuggester:
         best = min(float(y.min()), float(beliefs[~finished].min(initial=np.inf)))
         scores = acquisition(options["acquisition"], mean, np.sqrt(var), best, options["xi"], options["kappa"])[0]
         order = np.argsort(-scores, kind="stable")
-        solved = fold.candidates_solved if not elsewhere else np.vstack([fold.candidates_solved, w])
-
-        def moments(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # of candidates[order[index]]
-            chosen = order[index]
-            X, part = candidates[chosen], solved[:, chosen]
-            return mean[chosen], matern52(scaled_sq_dist(X, X, gp.lengthscales_), gp.s2_) - part.T @ part
-
-        return _Folded(candidates[order], scores[order], best, moments, gp.diagonal_noise)
+        return candidates[order], scores[order]
 
     def _posterior(self, points: list[_Point], pending: list[Mapping[str, Any]], refit: bool,
                    maxiter: int = FIT_MAXITER) -> _Model:
@@ -503,15 +420,11 @@ class BayesSuggester:
 
     def _apart(self, ranked: np.ndarray, pending_unit: np.ndarray | None) -> np.ndarray:
         """The encoded points of ``ranked`` at least PENDING_RADIUS of the diagonal from every pending point."""
-        return ranked[self._apart_mask(ranked, pending_unit)]
-
-    def _apart_mask(self, ranked: np.ndarray, pending_unit: np.ndarray | None) -> np.ndarray:
-        """Whether each point of ``ranked`` is at least PENDING_RADIUS of the diagonal from every pending point."""
         if pending_unit is None or not len(ranked):
-            return np.ones(len(ranked), dtype=bool)
+            return ranked
         unit = self.encoding.to_unit(ranked)
         nearest = np.sqrt(((unit[:, None, :] - pending_unit[None, :, :]) ** 2).sum(-1)).min(axis=1)
-        return nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])
+        return ranked[nearest >= PENDING_RADIUS * math.sqrt(unit.shape[1])]
 
     def _first_allowed(self, ranked: np.ndarray, pending_unit: np.ndarray | None, exclude: set[tuple],
                        slot: int = 0) -> dict[str, Any]:
