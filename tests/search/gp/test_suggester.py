@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from hpc_hpo.search.bayes_options import DEFAULTS as DEFAULT_OPTIONS
+from hpc_hpo.search.gp import warping
 from hpc_hpo.search.gp.acquisition import acquisition
 from hpc_hpo.search.gp.encoding import Encoding
 from hpc_hpo.search.gp.model import GaussianProcess
 from hpc_hpo.search.gp.suggester import KEEP_POSTERIOR_FROM, KEPT_NEW_ROWS, MIN_POINTS, BayesSuggester
 from hpc_hpo.search.gp.warping import transform
+from hpc_hpo.search.sampling import sobol_engine
 from hpc_hpo.search.space import parse_space
 
 MIXED = parse_space({
@@ -241,6 +243,37 @@ def test_far_from_every_observation_the_model_expects_the_worst_so_the_steps_lea
         X = s.encoding.to_unit(s.encoding.encode(run(s, hartmann6, 30)))
         on_bounds += int((((X <= 1e-9) | (X >= 1 - 1e-9)).sum(axis=1) >= 3).sum())
     assert on_bounds <= 2
+
+
+HARTMANN6_MINIMUM = -3.32237
+
+
+def one_worker_on_hartmann6(seed: int, evaluations: int) -> float:
+    """Regret after ``evaluations``: ten scrambled Sobol points (the design the search starts from), then one
+    Bayesian step per result, as one worker takes them."""
+    s = BayesSuggester(HARTMANN6, True, np.random.default_rng(seed))
+    design = sobol_engine(6, np.random.default_rng([seed, 10])).random(16)[:10]
+    values = []
+    for p in s.encoding.decode(design):
+        values.append(hartmann6(p))
+        s.update([(p, values[-1])])
+    values += [hartmann6(p) for p in run(s, hartmann6, evaluations - len(design))]
+    return min(values) - HARTMANN6_MINIMUM
+
+
+def test_with_the_worst_as_prior_mean_hartmann6_gets_nearer_its_optimum_by_50_evaluations_on_nearly_every_seed(
+        monkeypatch):
+    """A statistical test on fixed seeds, each seed run with today's prior mean (the worst value observed) and
+    with the old one (the average), paired. Hartmann6 has a second basin 0.119 above the optimum; the worst as
+    prior mean does not leave it more often, but gets further down whichever basin it is in: lower regret at 50
+    evaluations on all 12 seeds here (20 of 20 and 19 of 20 with two other sets of designs; the 40-seed
+    figures are in docs/performance.md). By chance alone, 10 of 12 has odds of 2%."""
+    seeds, evaluations = range(12), 50
+    regret = [one_worker_on_hartmann6(seed, evaluations) for seed in seeds]
+    monkeypatch.setattr(warping, "pessimistic", lambda y: y)  # the average as the prior mean, as before
+    regret_average_prior = [one_worker_on_hartmann6(seed, evaluations) for seed in seeds]
+    nearer = sum(a < b for a, b in zip(regret, regret_average_prior, strict=True))
+    assert nearer >= 10, (regret, regret_average_prior)
 
 
 def prepared_best(s: BayesSuggester) -> dict:
