@@ -105,7 +105,10 @@ class SimulatedCluster(Comm):
         self.virtual = clock == "virtual"
         self.rng = np.random.default_rng(seed)
         self.stats = SimulationStats()
-        self._events: list = []  # (due, seq, source, tag, pickled payload)
+        # (due, seq, source, message), a Result as the tuple (trial_id, value, start, end) of numbers only, which
+        # Python's garbage collector does not track (16,384 Result objects in flight would be traversed at every
+        # full collection, as the master's cost); made into a message and pickled when it falls due.
+        self._events: list = []
         self._seq = 0
         self._origin = time.monotonic()
         self._now = 0.0  # the simulation's clock (virtual mode): the master's time
@@ -163,7 +166,15 @@ class SimulatedCluster(Comm):
                 return None
             self._now = due  # every worker is busy: the master waits for the next event
         started = time.perf_counter()
-        _, _, source, tag, data = heapq.heappop(self._events)  # the simulation's queue (MPI's is not the master's work)
+        _, _, source, message = heapq.heappop(self._events)  # the simulation's queue (MPI's is not the master's work)
+        if type(message) is tuple:
+            trial_id, value, start, end = message
+            message = Result(trial_id, value, {}, "", start, end, "done")
+        # The worker pickles its message now, as it sends it at the end of its trial: the master then reads bytes
+        # just written, as from an MPI receive buffer, not bytes made when the trial started (with thousands of
+        # trials in flight those would have left the caches long ago, a cost no real master has).
+        tag, payload = encode(message)
+        data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         elapsed = time.perf_counter() - started
         self._sim_cpu += elapsed
         self.stats.simulated += elapsed
@@ -176,8 +187,11 @@ class SimulatedCluster(Comm):
     # -- the workers ----------------------------------------------------------------------
 
     def _emit(self, due: float, source: int, message) -> None:
-        tag, payload = encode(message)
-        heapq.heappush(self._events, (due, self._seq, source, tag, pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)))
+        heapq.heappush(self._events, (due, self._seq, source, message))
+        self._seq += 1
+
+    def _emit_result(self, due: float, source: int, trial_id: int, value: float, start: float, end: float) -> None:
+        heapq.heappush(self._events, (due, self._seq, source, (trial_id, value, start, end)))
         self._seq += 1
 
     def _worker_receives(self, rank: int, message, size: int) -> None:
@@ -229,8 +243,7 @@ class SimulatedCluster(Comm):
         stats.gaps.append(start - self._free_since[rank] if self._free_since[rank] else start - stats.started)
         self._free_since[rank] = end
         origin = time.time() - now  # rows get wall-clock-like times on the simulation's clock
-        self._emit(end, rank, Result(message.trial_id, float(self.objective(params)), {}, "", origin + start,
-                                     origin + end, "done"))
+        self._emit_result(end, rank, message.trial_id, float(self.objective(params)), origin + start, origin + end)
 
     def _look_ahead(self, rank: int, task: Task, start: float, end: float) -> None:
         """As the worker's ``_look_ahead``: a Refresh at the moment its last trial's length says, or a step prepared
