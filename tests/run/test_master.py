@@ -3,17 +3,20 @@ stop records, retired workers, a second signal, a failed last write. No MPI: eac
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
 from collections import deque
+
+import pytest
 
 from hpc_hpo.config import parse_config
 from hpc_hpo.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RESUMABLE
 from hpc_hpo.results.reader import read_results
 from hpc_hpo.results.writer import ResultsWriter
 from hpc_hpo.run.comm import Comm
-from hpc_hpo.run.master import MasterLoop
+from hpc_hpo.run.master import MASTER_GC_THRESHOLD, MasterLoop, collector_for_the_loop
 from hpc_hpo.run.options import RunOptions
 from hpc_hpo.run.protocol import Bye, Hello, Result, Stop, Task
 from hpc_hpo.run.signals import StopRequest
@@ -173,6 +176,50 @@ def test_with_one_process_every_finished_trial_is_written_before_the_next_one_st
     assert loop.run() == EXIT_OK
     assert unwritten == []
     assert len(stored(tmp_path)) == 10
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_the_master_sets_the_garbage_collector_for_its_loop_only_when_no_trial_runs_in_its_process(tmp_path,
+                                                                                                    in_process):
+    """A master of its own freezes what exists when its loop starts and collects after 10,000 containers, not 700
+    (thousands of trials in flight made young collections 4-25x dearer, docs/performance.md); in one process the
+    trials run in the master's interpreter and keep Python's defaults. After the loop, the process is as before."""
+    seen = []
+
+    def worker(dest, message):
+        if isinstance(message, Task):
+            seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+            return [(dest, done(message))]
+        return bye_at_shutdown(dest, message)
+
+    before = gc.get_threshold(), gc.get_freeze_count()
+    comm = FakeComm([0] if in_process else [1, 2], worker, in_process=in_process)
+    assert make_loop(tmp_path, comm, trials=6).run() == EXIT_OK
+    assert len(seen) == 6 and len(stored(tmp_path)) == 6
+    if in_process:
+        assert set(seen) == {(before[0][0], before[1])}
+    else:
+        assert all(threshold == MASTER_GC_THRESHOLD and frozen > 0 for threshold, frozen in seen)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+
+
+def test_the_loops_collector_settings_are_undone_when_the_loop_fails():
+    before = gc.get_threshold(), gc.get_freeze_count()
+    with pytest.raises(RuntimeError), collector_for_the_loop():
+        assert gc.get_threshold()[0] == MASTER_GC_THRESHOLD and gc.get_freeze_count() > 0
+        assert gc.get_threshold()[1:] == before[0][1:]
+        raise RuntimeError("an internal error in the loop")
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    with collector_for_the_loop(enabled=False):
+        assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    gc.freeze()  # a script that froze its own objects before calling hpc_hpo.optimize
+    try:
+        frozen = gc.get_freeze_count()
+        with collector_for_the_loop():
+            assert gc.get_threshold()[0] == MASTER_GC_THRESHOLD and gc.get_freeze_count() == frozen
+        assert gc.get_threshold() == before[0] and gc.get_freeze_count() == frozen  # still frozen, as it left them
+    finally:
+        gc.unfreeze()
 
 
 def test_a_retired_worker_is_stopped_and_the_others_finish_the_search(tmp_path, caplog):
