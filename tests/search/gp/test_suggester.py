@@ -266,8 +266,8 @@ def test_with_the_worst_as_prior_mean_hartmann6_gets_nearer_its_optimum_by_50_ev
     """A statistical test on fixed seeds, each seed run with today's prior mean (the worst value observed) and
     with the old one (the average), paired. Hartmann6 has a second basin 0.119 above the optimum; the worst as
     prior mean does not leave it more often, but gets further down whichever basin it is in: lower regret at 50
-    evaluations on all 12 seeds here (20 of 20 and 19 of 20 with two other sets of designs; the 40-seed
-    figures are in docs/performance.md). By chance alone, 10 of 12 has odds of 2%."""
+    evaluations on all 12 seeds here (20 of 20 over seeds 0-19, 19 of 20 with another set of designs; the
+    40-seed figures are in docs/performance.md). By chance alone, 10 of 12 has odds of 2%."""
     seeds, evaluations = range(12), 50
     regret = [one_worker_on_hartmann6(seed, evaluations) for seed in seeds]
     monkeypatch.setattr(warping, "pessimistic", lambda y: y)  # the average as the prior mean, as before
