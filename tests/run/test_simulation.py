@@ -142,3 +142,30 @@ def test_past_a_thousand_points_a_simulated_trial_too_short_for_its_refresh_stil
     else:
         assert whole > 4 + 5  # one trial in four is short after a long one
     assert stats.steps == pytest.approx(whole * 0.1 + len(folds) * 0.01)
+
+
+@pytest.mark.parametrize("width", [0.001, 0.3, 50.0])
+def test_the_simulations_event_queue_gives_its_events_in_the_order_a_heap_would(width):
+    """The calendar queue that replaced the heap (buckets sorted when the clock reaches them) must not change a
+    simulated run: events fall due in time order, ties in the order they were sent, also when one is sent into the
+    bucket being taken, at the clock's own time (a worker's Bye), or far ahead."""
+    import heapq
+    import random
+
+    from hpc_hpo.run.simulation import EventQueue
+
+    rnd = random.Random(width)
+    queue, heap, now, seq = EventQueue(width), [], 0.0, 0
+    for _ in range(20_000):
+        if heap and rnd.random() < 0.5:
+            expected = heapq.heappop(heap)
+            assert queue.pop() == expected
+            now = expected[0]
+        else:
+            due = now + rnd.choice([0.0, rnd.random() * 3, round(rnd.random(), 1), 100 * rnd.random()])
+            heapq.heappush(heap, (due, seq, seq % 7, f"message {seq}"))
+            queue.push(due, seq % 7, f"message {seq}")
+            seq += 1
+            assert queue.next_due() == heap[0][0]
+        assert len(queue) == len(heap)
+    assert [queue.pop() for _ in range(len(queue))] == [heapq.heappop(heap) for _ in range(len(heap))]
