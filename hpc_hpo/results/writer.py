@@ -90,7 +90,8 @@ class ResultsWriter:
         self._running_type = h5t.py_create(self._running_dtype)
         self._running_rows = np.zeros(slots, dtype=self._running_dtype)
         self._free_row = np.zeros((), dtype=self._running_dtype)[()]  # every field zero, status b"": a free slot
-        self._changed_slots: set[int] = set(range(slots))
+        #: A flag per slot (a bytearray: at thousands of slots a set's table of them no longer stays in the caches).
+        self._changed = bytearray(b"\x01" * slots)
         self._waiting_dirty = True
         self._running_dirty = True
         self._dirty_since: float | None = None
@@ -239,7 +240,7 @@ class ResultsWriter:
     def set_running(self, slot: int, record: TrialRecord | None) -> None:
         """Show ``record`` as running in ``slot`` (one slot per worker), or free the slot."""
         self._slots[slot] = record  # encoded at the flush: only the last state of a slot is written
-        self._changed_slots.add(slot)
+        self._changed[slot] = 1
         self._running_dirty = True
         self._touch()
 
@@ -311,10 +312,10 @@ class ResultsWriter:
         began = time.monotonic()
         slots = len(self._slots)
         rows = self._running_rows
-        for slot in self._changed_slots:
+        changed = np.flatnonzero(np.frombuffer(self._changed, dtype=np.uint8)).tolist()
+        for slot in changed:
             record = self._slots[slot]
             rows[slot] = self._row(record, self._running_error) if record is not None else self._free_row
-        changed = self._changed_slots
         if self._waiting_dirty:
             size = max(slots + len(self._waiting), self._running_ds.shape[0])
             tail = np.zeros(size - slots, dtype=self._running_dtype)  # status b"": a free slot
@@ -323,15 +324,15 @@ class ResultsWriter:
             rows = self._running_rows = np.concatenate([rows[:slots], tail])
             if self._running_ds.shape[0] != size:
                 self._running_ds.resize((size,))
-            first = min(changed) if changed else slots
+            first = changed[0] if changed else slots
             _write_span(self._running_ds, first, rows[first:size], self._running_type)
         elif len(changed) * SPAN_WRITE_ABOVE > slots:  # many: one write from the first to the last is cheaper
-            first, last = min(changed), max(changed) + 1
+            first, last = changed[0], changed[-1] + 1
             _write_span(self._running_ds, first, rows[first:last], self._running_type)
         elif changed:
-            _write_rows(self._running_ds, sorted(changed), rows, self._running_type)
+            _write_rows(self._running_ds, changed, rows, self._running_type)
         self._running_next = began + (time.monotonic() - began) / RUNNING_TIME_SHARE
-        self._changed_slots = set()
+        self._changed = bytearray(slots)
         self._waiting_dirty = False
         self._running_dirty = False
 

@@ -145,7 +145,12 @@ class MasterLoop:
                      p.finished, p.budget, p.failed, len(previous.rerun), max(0, p.budget - p.finished))
         bar = options.progress == "bar" or (options.progress == "auto" and sys.stderr.isatty())
         self.reporter = ProgressReporter(self.scheduler.progress, every=options.progress_every, bar=bar)
-        self.slots = {rank: i for i, rank in enumerate(comm.worker_ranks)}
+        #: Each worker's row of /running, by rank: a list, as a dict's lookup of one of thousands of ranks costs more
+        #: cache misses (its index, its entry, the key), and this is read twice a result.
+        ranks = comm.worker_ranks
+        self.slots = [-1] * (max(ranks, default=0) + 1)
+        for i, rank in enumerate(ranks):
+            self.slots[rank] = i
         self._typical_duration = 0.0
         #: CPU seconds spent looking for messages that had not come (the polls and sleeps while idle): with MPI a
         #: poll costs more the more peers and the fewer free cores; /runs keeps it beside the master's whole CPU time.
