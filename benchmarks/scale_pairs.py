@@ -63,6 +63,8 @@ def main() -> None:
         return
 
     few, many = args.workers
+    if args.against is not None and not (args.against / "hpc_hpo" / "__init__.py").is_file():
+        parser.error(f"--against: a checkout of hpc_hpo, with hpc_hpo/__init__.py in it (got {args.against})")
     if args.trials <= 2 * many:
         parser.error(f"--trials: more than twice the most workers ({2 * many:,}), for a steady state (got "
                      f"{args.trials:,})")

@@ -146,9 +146,10 @@ class MasterLoop:
         bar = options.progress == "bar" or (options.progress == "auto" and sys.stderr.isatty())
         self.reporter = ProgressReporter(self.scheduler.progress, every=options.progress_every, bar=bar)
         #: Each worker's row of /running, by rank: a list, as a dict's lookup of one of thousands of ranks costs more
-        #: cache misses (its index, its entry, the key), and this is read twice a result.
+        #: cache misses (its index, its entry, the key), and this is read twice a result. None for a rank that is no
+        #: worker, so that a slot asked for it fails loudly instead of writing another worker's row.
         ranks = comm.worker_ranks
-        self.slots = [-1] * (max(ranks, default=0) + 1)
+        self.slots: list[int | None] = [None] * (max(ranks, default=0) + 1)
         for i, rank in enumerate(ranks):
             self.slots[rank] = i
         self._typical_duration = 0.0
