@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import math
+import operator
 import os
 import time
 from collections.abc import Iterable
@@ -74,9 +75,16 @@ class ResultsWriter:
         self.metric_names: list[str] = [n.decode() for n in self._metric_names_ds[:]]
         self._metric_index = {name: i for i, name in enumerate(self.metric_names)}
         self._encoders = [(p.name, _encoder(p)) for p in space.params]
+        #: A point's values in column order, as a tuple, when no column needs them encoded (numbers only).
+        self._values = None if any(encode for _, encode in self._encoders) else _getter([p.name for p in space.params])
+        self._unchosen = tuple(b"" if encode is not None else 0 for _, encode in self._encoders)
         self._bytes: dict[tuple[str, int], bytes] = {}  # host, strategy and status strings, encoded once
         self._gpus_bytes = self.dtype["gpus"].itemsize  # 32 in files made before GPU ids were kept whole
-        self._rows: list[tuple] = []
+        #: Finished trials not yet written, as /trials rows: encoded when they come, while the master has just read
+        #: their records (at a flush, thousands of records made long before would be read again, from memory).
+        #: Kept from flush to flush, as large as the most rows a flush has written.
+        self._queue = np.empty(0, dtype=self.dtype)
+        self._queued = 0
         self._row_metrics: list[dict[str, float]] = []
         self._slots: list[TrialRecord | None] = [None] * slots
         self._waiting: list[TrialRecord] = []  # trials to run again that no worker has yet: kept after the slots
@@ -89,7 +97,7 @@ class ResultsWriter:
         self._trials_type = h5t.py_create(self.dtype)
         self._running_type = h5t.py_create(self._running_dtype)
         self._running_rows = np.zeros(slots, dtype=self._running_dtype)
-        self._free_row = np.zeros((), dtype=self._running_dtype)[()]  # every field zero, status b"": a free slot
+        self._free_row = np.zeros((), dtype=self._running_dtype).item()  # every field zero, status b"": a free slot
         #: A flag per slot (a bytearray: at thousands of slots a set's table of them no longer stays in the caches).
         self._changed = bytearray(b"\x01" * slots)
         self._waiting_dirty = True
@@ -196,19 +204,21 @@ class ResultsWriter:
         return encoded
 
     def _row(self, record: TrialRecord, error: bool = True) -> tuple:
-        """The record as a /trials row; without ``error``, as a /running row of format 6."""
+        """The record as a /trials row; without ``error``, as a /running row of format 6. (Runs of fields that
+        keep their order are taken as slices: a row of 30 columns is built at every result and every flush.)"""
         params = record.params
         if params is None:  # a worker is still choosing this Bayesian trial's point
-            values = [b"" if encode is not None else 0 for _, encode in self._encoders]
+            values = self._unchosen
+        elif self._values is not None:
+            values = self._values(params)
         else:
             values = [params[name] if encode is None else encode(params[name]) for name, encode in self._encoders]
+        text = self._text
+        value = record.value
         return (
-            record.trial_id, self._text(record.status, 10), math.nan if record.value is None else record.value,
-            record.phase, self._text(record.strategy, 16), record.rank, self._text(record.host, HOST_BYTES),
-            record.t_submit, record.t_start, record.t_end, record.repeat, record.attempt, record.group,
-            record.suggest_seconds,
-            self._gpus(record.gpus), record.memory_mb, record.epochs, record.member, record.parent,
-            record.start_epoch, record.end_epoch, record.checkpoint_mb,
+            record.trial_id, text(record.status, 10), math.nan if value is None else value,
+            record.phase, text(record.strategy, 16), record.rank, text(record.host, HOST_BYTES),
+            *record[_TIMES], *record[_REPEATS], self._gpus(record.gpus), *record[_TAIL],
             *((fit_bytes(record.error, ERROR_BYTES) if record.error else b"",) if error else ()), *values,
         )
 
@@ -227,7 +237,13 @@ class ResultsWriter:
 
     def append(self, record: TrialRecord) -> None:
         """Queue a finished trial for /trials (written at the next flush)."""
-        self._rows.append(self._row(record))
+        n = self._queued
+        if n == len(self._queue):
+            grown = np.empty(max(64, 2 * n), dtype=self.dtype)
+            grown[:n] = self._queue
+            self._queue = grown
+        self._queue[n] = self._row(record)
+        self._queued = n + 1
         self._row_metrics.append(record.metrics)
         self._touch()
 
@@ -266,7 +282,7 @@ class ResultsWriter:
         now = time.monotonic()
         if not (idle or now - self._dirty_since >= self.flush_interval):
             return False
-        return bool(self._rows or self._epoch_rows or self._waiting_dirty) or now >= self._running_next
+        return bool(self._queued or self._epoch_rows or self._waiting_dirty) or now >= self._running_next
 
     def flush(self, under_load: bool = False) -> None:
         """Write what is queued and make it visible to readers; :class:`ResultsWriteError` if the disk refuses.
@@ -280,13 +296,13 @@ class ResultsWriter:
             self._flush(under_load)
 
     def _flush(self, under_load: bool) -> None:
-        if self._rows:
+        if self._queued:
             n0 = self._trials.shape[0]
-            n1 = n0 + len(self._rows)
+            n1 = n0 + self._queued
             self._trials.resize((n1,))
-            _write_span(self._trials, n0, np.array(self._rows, dtype=self.dtype), self._trials_type)
+            _write_span(self._trials, n0, self._queue[:self._queued], self._trials_type)
             self._write_metrics(n0, n1)
-            self._rows.clear()
+            self._queued = 0
             self._row_metrics.clear()
         if self._epoch_rows:
             n0 = self._epochs.shape[0]
@@ -313,9 +329,10 @@ class ResultsWriter:
         slots = len(self._slots)
         rows = self._running_rows
         changed = np.flatnonzero(np.frombuffer(self._changed, dtype=np.uint8)).tolist()
-        for slot in changed:
-            record = self._slots[slot]
-            rows[slot] = self._row(record, self._running_error) if record is not None else self._free_row
+        if changed:  # encoded together: one conversion of the changed rows, not one per row
+            records, row, error, free = self._slots, self._row, self._running_error, self._free_row
+            rows[changed] = np.array([free if records[slot] is None else row(records[slot], error) for slot in changed],
+                                     dtype=self._running_dtype)
         if self._waiting_dirty:
             size = max(slots + len(self._waiting), self._running_ds.shape[0])
             tail = np.zeros(size - slots, dtype=self._running_dtype)  # status b"": a free slot
@@ -394,6 +411,24 @@ class ResultsWriter:
         self.failed = True
         with contextlib.suppress(Exception):
             self.file.close()
+
+
+def _getter(names: list[str]):
+    """A function giving the values of ``names`` in a point, as a tuple, in one call."""
+    if len(names) == 1:
+        return lambda params, name=names[0]: (params[name],)
+    return operator.itemgetter(*names) if names else (lambda params: ())
+
+
+def _fields(first: str, last: str) -> slice:
+    """The TrialRecord fields from ``first`` to ``last``, which a row takes in the same order."""
+    fields = TrialRecord._fields
+    return slice(fields.index(first), fields.index(last) + 1)
+
+
+_TIMES = _fields("t_submit", "t_end")
+_REPEATS = _fields("repeat", "suggest_seconds")
+_TAIL = _fields("memory_mb", "checkpoint_mb")
 
 
 def _write_span(dataset: h5py.Dataset, start: int, rows: np.ndarray, mtype: h5t.TypeID) -> None:

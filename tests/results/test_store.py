@@ -230,6 +230,44 @@ def test_repeats_groups_suggestion_time_and_a_point_still_being_chosen(tmp_path)
     assert chosen_later["status"] == "running" and chosen_later["param_act"] == "" and chosen_later["param_units"] == 0
 
 
+@pytest.mark.parametrize("space", [
+    SPACE,  # strings among the values: each encoded
+    parse_space({"x": {"type": "float", "low": 0.0, "high": 1.0}}),  # one number
+    parse_space({"x": {"type": "float", "low": 0.0, "high": 1.0}, "n": {"type": "int", "low": 1, "high": 9},
+                 "b": {"type": "categorical", "choices": [16, 32]}}),  # numbers only: taken in one call
+], ids=["mixed", "one-number", "numbers"])
+def test_every_finished_trial_is_stored_as_it_was_whatever_each_flush_writes(tmp_path, space):
+    """Finished trials are encoded as they come into a queue kept from flush to flush: flushes of 1 to 300 rows,
+    the queue growing between them, store every field of every trial, in order."""
+    path = tmp_path / "r.h5"
+    writer = ResultsWriter.create(path, space, attrs={"name": "t", "direction": "minimize", "budget": 10},
+                                  slots=2)
+    points = space.sample(np.random.default_rng(0), 600)
+    expected, trial_id = [], 0
+    for count in (1, 300, 3, 64, 65, 130, 0, 2):
+        for _ in range(count):
+            status = FAILED if trial_id % 7 == 3 else DONE
+            trial = TrialRecord(trial_id, status, points[trial_id], 1 + trial_id % 2, "random", 1 + trial_id % 2,
+                                f"node{trial_id % 3}", 10.0 + trial_id, 11.0 + trial_id, 12.5 + trial_id,
+                                value=None if status == FAILED else trial_id / 8, error="E: x" if status == FAILED else "",
+                                repeat=trial_id % 2, attempt=1 + trial_id % 3, group=trial_id - 1, suggest_seconds=0.25,
+                                gpus=str(trial_id % 4), memory_mb=100.5, epochs=trial_id % 5, checkpoint_mb=1.5)
+            writer.append(trial)
+            expected.append(trial)
+            trial_id += 1
+        writer.flush()
+    writer.close(exit_code=0, trials=len(expected))
+    rows = read_results(path).records()
+    assert len(rows) == len(expected)
+    for row, trial in zip(rows, expected, strict=True):
+        stored = {name: row[name] for name in ("trial_id", "status", "phase", "strategy", "rank", "host", "t_submit",
+                                               "t_start", "t_end", "error", "repeat", "attempt", "group",
+                                               "suggest_seconds", "gpus", "memory_mb", "epochs", "checkpoint_mb")}
+        assert stored == {name: getattr(trial, name) for name in stored}
+        assert row["value"] == trial.value or (trial.value is None and math.isnan(row["value"]))
+        assert {name: row[f"param_{name}"] for name in trial.params} == trial.params
+
+
 #: What SLURM's GPU binding by UUID and MIG put in CUDA_VISIBLE_DEVICES: 40 characters or more per device.
 UUIDS = ["GPU-8f6c2a1e-3d5b-4c7a-9e21-0b1c2d3e4f50", "GPU-1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
          "MIG-0b6c9e1a-2f3d-5b4c-8a7e-1d2c3b4a5f6e", "MIG-GPU-7d8e9f0a-1b2c-4d3e-9f8a-7b6c5d4e3f2a/1/0"]
