@@ -43,9 +43,10 @@ nothing more is handed out, results still arriving are recorded, running trials 
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -226,6 +227,9 @@ class PhaseRun:
     #: A pbt phase: its population, and the segments it counts on running (handed out + still to come).
     population: Population | None = None
     planned: int = 0
+    #: Points the strategy proposed before a resume whose trials the file does not hold (handed out, then the job was
+    #: killed before /running showed them): proposed again first (:meth:`Scheduler.restore`).
+    lost: deque = field(default_factory=deque)
 
     @property
     def exhausted(self) -> bool:
@@ -385,12 +389,13 @@ class Scheduler:
                 points[record.phase] = points.get(record.phase, 0) + 1
             present.setdefault(record.group, set()).add(record.repeat)
             self._group_ranks.setdefault(record.group, set()).add(record.rank)
+        recorded_ids = {r.trial_id for r in (*trials, *rerun)}
+        unrecorded = sum(1 for trial_id in range(next_id) if trial_id not in recorded_ids)
         for phase in self.phases:
             phase.issued = points.get(phase.config.index, 0)
             if not phase.strategy.suggests_on_worker and phase.population is None:
-                for _ in range(min(phase.issued, phase.config.trials)):
-                    if phase.strategy.ask() is None:
-                        break
+                own = [r.params for r in (*trials, *rerun) if r.phase == phase.config.index and r.repeat == 0]
+                self._replay(phase, own, unrecorded)
         self.progress.issued = len(trials) + len(rerun)
         for record in trials:
             if record.params is None:  # outside a space changed with --force: stored, but not learned from
@@ -412,6 +417,45 @@ class Scheduler:
                                                      record.strategy))
         self._reruns.extend(rerun)
         self._next_id = max(self._next_id, next_id)
+
+    @staticmethod
+    def _replay(phase: PhaseRun, recorded: list[dict | None], unrecorded: int) -> None:
+        """Ask the phase's strategy again for what it proposed before the resume, so that it goes on after it.
+
+        A trial handed out shortly before a kill may be in neither /trials nor /running (under load /running is
+        written less often than /trials, :data:`~hpc_hpo.results.writer.RUNNING_TIME_SHARE`) while later ones are:
+        its point then lies among the recorded ones in the strategy's order. The strategy is asked again (a copy of
+        it) until every recorded point of the phase has come back; points that came back unrecorded on the way, at
+        most as many as the trial ids below the next one that no row holds, are the lost ones, proposed again first.
+        A replay that does not give back the recorded points (a space changed with --force) asks as many times as
+        points were recorded, as before.
+        """
+        wanted: Counter = Counter()
+        replay = copy.deepcopy(phase.strategy)
+        lost: list[dict] = []
+        try:
+            wanted.update(phase.strategy.space.key(params) for params in recorded)  # KeyError, TypeError: no match
+            while wanted and len(lost) <= unrecorded:
+                params = replay.ask()
+                if params is None:
+                    break
+                key = phase.strategy.space.key(params)
+                copies = wanted.get(key, 0)
+                if copies > 1:
+                    wanted[key] = copies - 1
+                elif copies:
+                    del wanted[key]
+                else:
+                    lost.append(params)
+        except (KeyError, TypeError):
+            wanted[None] = 1
+        if not wanted and len(lost) <= unrecorded:
+            phase.strategy = replay
+            phase.lost.extend(lost)
+            return
+        for _ in range(min(phase.issued, phase.config.trials)):
+            if phase.strategy.ask() is None:
+                break
 
     def _restore_populations(self, trials: list[TrialRecord], rerun: list[TrialRecord]) -> None:
         """Rebuild each pbt phase's population from its segments in the file (see :meth:`Population.restore`)."""
@@ -659,7 +703,7 @@ class Scheduler:
                 if sequential and len(self._choosing) >= self._choosers(sequential):
                     break  # others are choosing: wait for a point, then choose knowing it
                 return self._dispatch_suggest(phase, rank, now)
-            params = phase.strategy.ask()
+            params = phase.lost.popleft() if phase.lost else phase.strategy.ask()
             if params is None:  # the strategy ran dry before its budget: drop the rest of it
                 self.progress.budget -= (phase.config.trials - phase.issued) * phase.config.repeats
                 phase.issued = phase.config.trials

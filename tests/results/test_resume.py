@@ -309,6 +309,31 @@ def test_resume_continues_the_search_as_one_uninterrupted_run_would(tmp_path):
     assert [r["exit_code"] for r in read_results(tmp_path / "a" / "results.h5").runs] == [0, 0, 0]
 
 
+def test_resume_proposes_again_the_points_of_trials_no_row_holds(tmp_path):
+    """A kill can leave a trial handed out before later ones in no row of the file (under load /running is written
+    less often than /trials): the resumed job proposes its point again, and no recorded point twice."""
+    write_experiment(tmp_path / "a", experiment(trials=4), OBJECTIVE)
+    write_experiment(tmp_path / "b", experiment(trials=4), OBJECTIVE)
+    assert hpo(["run", "experiment.toml"], tmp_path / "a").returncode == 0
+    assert hpo(["run", "experiment.toml"], tmp_path / "b").returncode == 0
+    with h5py.File(tmp_path / "a" / "results.h5", "r+") as file:  # trials 5 (a grid point) and 11 (random) lost
+        trials, metrics = file["trials"][:], file["metrics"][:]
+        keep = ~np.isin(trials["trial_id"], [5, 11])
+        file["trials"][:keep.sum()] = trials[keep]
+        file["trials"].resize((keep.sum(),))
+        file["metrics"][:keep.sum()] = metrics[keep]
+        file["metrics"].resize((keep.sum(), metrics.shape[1]))
+    resumed = hpo(["run", "experiment.toml", "--resume"], tmp_path / "a")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "28 of 30 trials finished" in resumed.stderr
+
+    def points(directory):
+        return sorted((r["phase"], *(v for k, v in r.items() if k.startswith("param_")))
+                      for r in read_results(directory / "results.h5").records())
+
+    assert points(tmp_path / "a") == points(tmp_path / "b")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--force"], "--force: only with --resume (or resume = true in [experiment]): it lets a resume go on "
                   "despite a changed experiment"),

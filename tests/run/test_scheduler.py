@@ -473,6 +473,40 @@ def test_restore_hands_out_the_trials_to_run_again_first_with_their_ids_and_the_
     assert sorted(r.trial_id for r in d.records) == list(range(3, config.budget))
 
 
+@pytest.mark.parametrize("lost", [[3], [3, 7], [0, 8]], ids=["a grid point", "grid and random", "first and random"])
+def test_restore_proposes_again_first_the_points_whose_trials_no_row_holds(lost):
+    """Trials handed out just before a kill may be in no row of the file while later ones are (under load /running
+    is written less often than /trials): their points are proposed again, first, and no recorded point twice."""
+    config = make_config(THREE_PHASES)
+    whole, _ = finished_records(config, config.budget)
+    kept = [r for r in whole[:9] if r.trial_id not in lost]
+    s = Scheduler.from_config(config)
+    s.restore(kept, rerun=[], next_id=9)
+    d = Driver(s, workers=(1,))
+    d.run_all()
+    assert [r.params for r in d.records[:len(lost)]] == [whole[i].params for i in lost]  # the lost points first
+    assert [r.trial_id for r in d.records] == list(range(9, 9 + config.budget - len(kept)))
+
+    def points(records):
+        return sorted((r.phase, r.params["x"], r.params["c"]) for r in records)
+
+    assert points(kept + d.records) == points(whole)  # every point of the plan once: none lost, none twice
+
+
+def test_restore_of_points_the_strategy_does_not_give_back_goes_on_after_as_many_as_were_recorded():
+    """A recorded point the phase's strategy never proposes (the space was changed with --force): no point is taken
+    for lost; the strategy goes on after as many points as were recorded, as before."""
+    config = make_config(THREE_PHASES)
+    whole, _ = finished_records(config, config.budget)
+    kept = whole[:4]
+    kept[3] = kept[3]._replace(params={"x": 0.123, "c": "a"})  # a grid point of another space
+    s = Scheduler.from_config(config)
+    s.restore(kept, rerun=[], next_id=4)
+    d = Driver(s, workers=(1,))
+    d.run_all()
+    assert [r.params for r in d.records] == [r.params for r in whole[4:]]
+
+
 def test_restore_queues_the_missing_repeats_of_a_point():
     config = make_config([{"strategy": "random", "trials": 3, "repeats": 2}])
     records, _ = finished_records(config, 4)  # one worker: the three points, then point 0 again
