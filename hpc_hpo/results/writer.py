@@ -52,8 +52,11 @@ SPAN_WRITE_ABOVE = 32
 #: t seconds, a flush under load leaves it as it is until t / RUNNING_TIME_SHARE seconds after that write began.
 #: With thousands of workers and a master busy all the time a flush finds most slots changed, and rewriting
 #: them all at every flush (14 ms for 16,384 slots) made the cost of a result grow with the number of workers;
-#: with fewer than a few hundred workers a write takes well under a millisecond and nothing waits.
-RUNNING_TIME_SHARE = 0.05
+#: with fewer than a few hundred workers a write takes well under a millisecond and nothing waits. 2%: at 16,384
+#: workers a rewrite of every slot takes 85-90 ms, so /running is then up to 4.5 s old (1.8 s at 5%, which cost
+#: 0.8 us more a result there); a trial handed out since the last write and lost to a kill has its point proposed
+#: again on resume (:meth:`hpc_hpo.run.scheduler.Scheduler.restore`), so a lagging /running loses nothing.
+RUNNING_TIME_SHARE = 0.02
 
 
 class ResultsWriter:
